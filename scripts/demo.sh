@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job: install, build, then show what qforge does on a model (default: stories260K).
+#   scripts/demo.sh [MODEL_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-../shared/models/stories260K-hf}
+SHARED=${QFORGE_SHARED_DIR:-../shared}
+scripts/install-deps.sh
+scripts/build.sh
+echo; echo "== qforge inspect $MODEL"; build/qforge inspect "$MODEL" --summary
+echo; echo "== qforge generate (greedy from BOS, 200 tokens)"; build/qforge generate "$MODEL" -n 200 --temp 0
+echo; echo "== qforge generate (sampled, seed 42)"; build/qforge generate "$MODEL" -p "Once upon a time" -n 120 --seed 42
+echo; echo "== qforge perplexity on TinyStories validation"
+build/qforge perplexity "$MODEL" --text "$SHARED/text/tinystories/TinyStories-valid-1M.txt" --ctx 256 --chunks 40

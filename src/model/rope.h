@@ -1,0 +1,21 @@
+// Rotary position embeddings in Hugging Face's rotate_half convention: within each head, element i
+// pairs with element i + head_dim/2. Frequencies include linear and llama3 scaling.
+#pragma once
+#include <vector>
+
+#include "qforge/config.h"
+
+namespace qforge {
+
+class Rope {
+ public:
+  explicit Rope(const ModelConfig& c);
+  // Rotates n_heads heads of head_dim values at x (contiguous) for position pos.
+  void apply(float* x, int n_heads, int pos) const;
+
+ private:
+  int head_dim_;
+  std::vector<double> inv_freq_;
+};
+
+}  // namespace qforge

@@ -1,0 +1,35 @@
+// qforge CLI: each subcommand lives in its own cmd_*.cpp and registers itself here.
+// A subcommand's run function returns the process exit code; errors are qforge::Error exceptions,
+// which main() turns into one message on stderr and the error's exit code.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace qforge::cli {
+
+// Registers a subcommand; `run` is called when it is selected.
+using Runner = std::function<int()>;
+void add_command(CLI::App& app, CLI::App* sub, Runner run);
+
+void register_inspect(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_synth(CLI::App& app);
+
+// Common flags.
+struct JsonFlag {
+  bool enabled = false;
+};
+void add_json_flag(CLI::App* sub, JsonFlag& flag);
+// Prints the final JSON object (one line) when --json was given.
+void emit_json(const JsonFlag& flag, const nlohmann::json& j);
+int default_threads();
+
+// Human-readable sizes: "1.23 MiB".
+std::string human_bytes(uint64_t n);
+// "3.2M", "1.10B" parameter counts.
+std::string human_count(int64_t n);
+
+}  // namespace qforge::cli
