@@ -13,9 +13,19 @@
 
 namespace qforge {
 
+namespace {
+// A path the user named that cannot be opened is bad input (exit 2); other OS failures are I/O errors.
+[[noreturn]] void fail_open(const std::string& path) {
+  const int e = errno;
+  if (e == ENOENT || e == ENOTDIR || e == EACCES || e == EISDIR || e == ENAMETOOLONG || e == ELOOP)
+    fail("{}: cannot open: {}", path, std::strerror(e));
+  fail_io("{}: cannot open: {}", path, std::strerror(e));
+}
+}  // namespace
+
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_io("{}: cannot open: {}", path, std::strerror(errno));
+  if (fd < 0) fail_open(path);
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     int e = errno;
@@ -73,7 +83,7 @@ void MappedFile::release(size_t offset, size_t len) const {
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_io("{}: cannot open: {}", path, std::strerror(errno));
+  if (fd < 0) fail_open(path);
   struct stat st {};
   fstat(fd, &st);
   if (S_ISDIR(st.st_mode)) {
