@@ -3,6 +3,7 @@
 // time (matrix-vector products, bound by reading the weights from memory).
 #include "qforge/session.h"
 
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -63,6 +64,7 @@ struct Session::Impl {
   std::vector<float> k_cache, v_cache;  // [layer][pos][KV]
   std::vector<float> x, xb, q, k, v, att, hb, hb2;
   std::vector<float> scores;  // [thread][n_ctx]
+  std::vector<float> att_scores;  // [thread][n][n_kv], prompt attention
   std::vector<float> logits;  // [n_out][vocab]
   int n_logits = 0;
 
@@ -93,6 +95,7 @@ struct Session::Impl {
 
   // Causal attention of n new tokens (positions p0..p0+n-1) against the cache of layer il.
   void attention(int il, int p0, int64_t n) {
+    if (n >= 8) return attention_batched(il, p0, n);
     const int hd = c.head_dim, group = c.n_head / c.n_head_kv;
     const float scale = 1.0f / std::sqrt(float(hd));
     const float* kc = k_cache.data() + size_t(il) * n_ctx * KV;
@@ -121,6 +124,41 @@ struct Session::Impl {
       float* out = att.data() + t * Q + int64_t(h) * hd;
       std::fill(out, out + hd, 0.0f);
       for (int j = 0; j <= pos; ++j) kt.axpy_f32(sc[j] * inv, vc + int64_t(j) * KV + int64_t(kvh) * hd, out, hd);
+    }
+  }
+
+  // Prompt attention as two matrix products per head (S = Q K^T, O = softmax(S) V), heads spread
+  // over the threads; inside the parallel region OpenBLAS runs single-threaded.
+  void attention_batched(int il, int p0, int64_t n) {
+    const int hd = c.head_dim, group = c.n_head / c.n_head_kv;
+    const int64_t n_kv = p0 + n;  // keys visible to the last token
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const float* kc = k_cache.data() + size_t(il) * n_ctx * KV;
+    const float* vc = v_cache.data() + size_t(il) * n_ctx * KV;
+    const size_t per_thread = size_t(n) * size_t(n_kv);
+    if (att_scores.size() < per_thread * size_t(n_threads)) att_scores.resize(per_thread * size_t(n_threads));
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+    for (int h = 0; h < c.n_head; ++h) {
+      const int kvh = h / group;
+      float* S = att_scores.data() + per_thread * size_t(omp_get_thread_num());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(n_kv), hd, scale, q.data() + int64_t(h) * hd,
+                  int(Q), kc + int64_t(kvh) * hd, int(KV), 0.0f, S, int(n_kv));
+      for (int64_t t = 0; t < n; ++t) {
+        float* row = S + t * n_kv;
+        const int64_t visible = p0 + t + 1;  // causal mask
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
+        double sum = 0;
+        for (int64_t j = 0; j < visible; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        const float inv = float(1.0 / sum);
+        for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+        std::fill(row + visible, row + n_kv, 0.0f);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), hd, int(n_kv), 1.0f, S, int(n_kv),
+                  vc + int64_t(kvh) * hd, int(KV), 0.0f, att.data() + int64_t(h) * hd, int(Q));
     }
   }
 
