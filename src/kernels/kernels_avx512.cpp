@@ -23,50 +23,11 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-// Four rows at a time: each x load feeds four FMAs; two accumulators per row hide FMA latency.
+// One row at a time, each row a single sequential stream: measured on Zen 4, interleaving 2-8 rows
+// (to reuse each x load) reads memory 10-40% slower than streaming one row with four accumulators,
+// and x stays in L1 anyway.
 void gemv_f32(const float* W, int64_t ld, const float* x, float* y, int64_t r0, int64_t r1, int64_t cols) {
-  int64_t r = r0;
-  const int64_t full = cols & ~int64_t(15);
-  const __mmask16 tail = __mmask16((1u << (cols - full)) - 1);
-  for (; r + 4 <= r1; r += 4) {
-    const float* w0 = W + r * ld;
-    const float* w1 = w0 + ld;
-    const float* w2 = w1 + ld;
-    const float* w3 = w2 + ld;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= full; i += 32) {
-      __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), x0, a0);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), x0, a1);
-      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), x0, a2);
-      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), x0, a3);
-      b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i + 16), x1, b0);
-      b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i + 16), x1, b1);
-      b2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i + 16), x1, b2);
-      b3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i + 16), x1, b3);
-    }
-    for (; i < full; i += 16) {
-      __m512 x0 = _mm512_loadu_ps(x + i);
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), x0, a0);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), x0, a1);
-      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), x0, a2);
-      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), x0, a3);
-    }
-    if (tail) {
-      __m512 x0 = _mm512_maskz_loadu_ps(tail, x + i);
-      b0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + i), x0, b0);
-      b1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w1 + i), x0, b1);
-      b2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w2 + i), x0, b2);
-      b3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w3 + i), x0, b3);
-    }
-    y[r - r0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-    y[r - r0 + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
-    y[r - r0 + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
-    y[r - r0 + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
-  }
-  for (; r < r1; ++r) y[r - r0] = dot_f32(W + r * ld, x, cols);
+  for (int64_t r = r0; r < r1; ++r) y[r - r0] = dot_f32(W + r * ld, x, cols);
 }
 
 void axpy_f32(float a, const float* x, float* y, int64_t n) {
