@@ -18,6 +18,8 @@ void set_blas_threads(int n_threads) {
 }
 
 void matmul_f32(const float* W, int64_t rows, int64_t cols, const float* X, int64_t n, float* Y, int n_threads) {
+  // Waking a second thread costs microseconds: not worth it for products this small (tiny models).
+  if (rows * cols * n < kMinParallelWork) n_threads = 1;
   if (n >= 4) {
     set_blas_threads(n_threads);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(rows), int(cols), 1.0f, X, int(cols), W,

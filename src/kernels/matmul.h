@@ -9,6 +9,9 @@ namespace qforge::kernels {
 // memory bandwidth of reading W once. Larger n (prompt processing) runs BLAS SGEMM.
 void matmul_f32(const float* W, int64_t rows, int64_t cols, const float* X, int64_t n, float* Y, int n_threads);
 
+// Products with fewer multiply-adds than this run on one thread.
+constexpr int64_t kMinParallelWork = int64_t(1) << 20;
+
 // Sets the thread count the BLAS library uses (idempotent, cheap).
 void set_blas_threads(int n_threads);
 

@@ -137,7 +137,8 @@ struct Session::Impl {
     const float* vc = v_cache.data() + size_t(il) * n_ctx * KV;
     const size_t per_thread = size_t(n) * size_t(n_kv);
     if (att_scores.size() < per_thread * size_t(n_threads)) att_scores.resize(per_thread * size_t(n_threads));
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+    const int nt = int64_t(n) * n_kv * hd * c.n_head < kernels::kMinParallelWork ? 1 : n_threads;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int h = 0; h < c.n_head; ++h) {
       const int kvh = h / group;
       float* S = att_scores.data() + per_thread * size_t(omp_get_thread_num());
