@@ -101,6 +101,12 @@ open(dst, "wb").write(struct.pack("<Q", len(text)) + text.encode() + out_data)
 EOF
 }
 
+# A GGUF with its tensor count set to 0, cut at 64 KB: a complete file when the metadata fits, so the
+# fuzzer starts from valid headers rather than only truncated ones.
+make_metadata_only_gguf() {  # SRC DST
+  { head -c 8 "$1"; head -c 8 /dev/zero; tail -c +17 "$1" | head -c 65520; } >"$2"
+}
+
 make_seeds() {  # TARGET DIR
   local target=$1 dir=$2 src="$ROOT/fuzz/$1.cpp" rel f base size cut
   mkdir -p "$dir"
@@ -117,6 +123,7 @@ make_seeds() {  # TARGET DIR
     done
     case "$f" in
       *.safetensors) make_small_safetensors "$f" "$dir/$base.small" ;;
+      *.gguf) make_metadata_only_gguf "$f" "$dir/$base.meta" ;;
     esac
   done
   # A target without seeds still gets one input so that libFuzzer has somewhere to start.

@@ -67,5 +67,6 @@ struct LoadOptions {
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opt = {});
 std::unique_ptr<Model> load_hf_model(const std::string& dir, const LoadOptions& opt = {});
 std::unique_ptr<Model> load_llama2c_model(const std::string& bin_path, const LoadOptions& opt = {});
+std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt = {});
 
 }  // namespace qforge

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "model/rotary_permute.h"
 #include "qforge/error.h"
 #include "qforge/model.h"
 
@@ -73,21 +74,11 @@ Weight make_weight(std::string name, const float* data, int64_t rows, int64_t co
   return w;
 }
 
-// Copies a [n_heads*hd, cols] projection, moving row 2i of every head to i and 2i+1 to i+hd/2,
-// so that rotate_half pairs the same two features llama2.c's adjacent-pair rotary pairs.
+// Copies a [n_heads*hd, cols] projection into an owned buffer in rotate_half row order, so that
+// rotate_half pairs the same two features llama2.c's adjacent-pair rotary pairs.
 const float* adjacent_pairs_to_rotate_half(Model& model, const float* src, int n_heads, int hd, int64_t cols) {
-  const size_t rows = size_t(n_heads) * size_t(hd);
-  float* dst = model.own(rows * size_t(cols));
-  const int half = hd / 2;
-  for (int h = 0; h < n_heads; ++h) {
-    const size_t head_base = size_t(h) * size_t(hd);
-    for (int i = 0; i < half; ++i) {
-      std::memcpy(dst + (head_base + size_t(i)) * cols, src + (head_base + 2 * size_t(i)) * cols,
-                  size_t(cols) * sizeof(float));
-      std::memcpy(dst + (head_base + size_t(i + half)) * cols, src + (head_base + 2 * size_t(i) + 1) * cols,
-                  size_t(cols) * sizeof(float));
-    }
-  }
+  float* dst = model.own(size_t(n_heads) * size_t(hd) * size_t(cols));
+  qforge::adjacent_pairs_to_rotate_half(src, dst, n_heads, hd, cols);
   return dst;
 }
 

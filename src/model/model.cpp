@@ -48,8 +48,7 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (!file_exists(path)) fail("model: {}: no such file or directory", path);
   // Sniff the first bytes: GGUF files start with "GGUF"; llama2.c files with 7 int32 dims.
   auto map = MappedFile::open(path);
-  if (map->size() >= 4 && std::memcmp(map->data(), "GGUF", 4) == 0)
-    fail_unsupported("model: {}: GGUF input is not supported yet (planned with the quantized types)", path);
+  if (map->size() >= 4 && std::memcmp(map->data(), "GGUF", 4) == 0) return load_gguf_model(path, opt);
   if (path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0) return load_llama2c_model(path, opt);
   if (path.size() > 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0)
     fail("model: {}: pass the model directory (with config.json), not the .safetensors file", path);

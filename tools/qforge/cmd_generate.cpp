@@ -150,7 +150,7 @@ int run_generate(GenerateArgs& a) {
 void register_generate(CLI::App& app) {
   static GenerateArgs a;
   auto* sub = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they come");
-  sub->add_option("model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->required();
+  sub->add_option("model", a.model, "Hugging Face model directory, GGUF file or llama2.c .bin checkpoint")->required();
   sub->add_option("-p,--prompt", a.prompt, "Prompt text (default: start from BOS alone)");
   sub->add_option("-f,--file", a.prompt_file, "Read the prompt from a file");
   sub->add_option("--ids", a.ids, "Prompt as comma-separated token ids (for models without a tokenizer)");
@@ -163,7 +163,7 @@ void register_generate(CLI::App& app) {
   sub->add_option("-s,--seed", a.seed, "Random seed (-1 = random; the seed used is printed)")->capture_default_str();
   sub->add_option("-t,--threads", a.threads, "Threads (0 = all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
   sub->add_option("-c,--ctx", a.ctx, "Context size (0 = prompt + n-predict, capped by the model)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  sub->add_option("--tokenizer", a.tokenizer, "Use this tokenizer file (tokenizer.model, tokenizer.json or llama2.c tokenizer.bin)");
+  sub->add_option("--tokenizer", a.tokenizer, "Use this tokenizer file (tokenizer.model, tokenizer.json, llama2.c tokenizer.bin or a .gguf)");
   sub->add_flag("--no-bos", a.no_bos, "Do not prepend BOS to the prompt");
   sub->add_flag("--ignore-eos", a.ignore_eos, "Keep generating past the end-of-sequence token");
   sub->add_flag("-q,--quiet", a.quiet, "Do not stream the text (timing only)");

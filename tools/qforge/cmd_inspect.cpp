@@ -88,7 +88,7 @@ int run_inspect(const InspectArgs& a) {
 void register_inspect(CLI::App& app) {
   static InspectArgs a;
   auto* sub = app.add_subcommand("inspect", "Show a model's architecture, parameter count, tensors and size on disk");
-  sub->add_option("model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->required();
+  sub->add_option("model", a.model, "Hugging Face model directory, GGUF file or llama2.c .bin checkpoint")->required();
   sub->add_flag("--summary", a.summary, "Omit the per-tensor listing");
   add_json_flag(sub, a.json);
   add_command(app, sub, [] { return run_inspect(a); });

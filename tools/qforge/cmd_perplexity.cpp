@@ -61,7 +61,7 @@ void register_perplexity(CLI::App& app) {
       "Perplexity of a text, with llama-perplexity's protocol: the text tokenized with BOS, cut into\n"
       "non-overlapping chunks of --ctx tokens, the first token of each chunk set to BOS, and only the\n"
       "second half of each chunk scored");
-  sub->add_option("model", a.model, "Hugging Face model directory or llama2.c .bin checkpoint")->required();
+  sub->add_option("model", a.model, "Hugging Face model directory, GGUF file or llama2.c .bin checkpoint")->required();
   sub->add_option("--text", a.text, "Text file to score (e.g. wiki.test.raw)")->required();
   sub->add_option("-c,--ctx", a.ctx, "Tokens per chunk")->capture_default_str()->check(CLI::Range(4, 1 << 20));
   sub->add_option("--chunks", a.chunks, "Score at most this many chunks (-1 = all)")->capture_default_str();
