@@ -9,12 +9,16 @@
 
 namespace qforge {
 
-enum class DType : uint8_t { F32, F16, BF16, I8, U8, I32, I64, BOOL, F64, I16 };
+enum class DType : uint8_t {
+  F32, F16, BF16, I8, U8, I32, I64, BOOL, F64, I16,
+  // Block-quantized storage types (layouts and algorithms: src/quant/, table: include/qforge/quant.h).
+  Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, NF4,
+};
 
 struct DTypeInfo {
   DType type;
   const char* name;            // qforge's name, lower case: "f32"
-  const char* safetensors;     // name in a safetensors header: "F32"
+  const char* safetensors;     // name in a safetensors header: "F32"; "" for types safetensors lacks
   uint32_t block_elems;        // elements per storage block (1 for plain types)
   uint32_t block_bytes;        // bytes per storage block
   bool is_float;

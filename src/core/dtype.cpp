@@ -14,6 +14,13 @@ constexpr DTypeInfo kTypes[] = {
     {DType::U8, "u8", "U8", 1, 1, false},      {DType::I32, "i32", "I32", 1, 4, false},
     {DType::I64, "i64", "I64", 1, 8, false},   {DType::BOOL, "bool", "BOOL", 1, 1, false},
     {DType::F64, "f64", "F64", 1, 8, true},    {DType::I16, "i16", "I16", 1, 2, false},
+    // Block types: safetensors has no name for them ("" never matches a header's dtype).
+    {DType::Q8_0, "q8_0", "", 32, 34, false},    {DType::Q4_0, "q4_0", "", 32, 18, false},
+    {DType::Q4_1, "q4_1", "", 32, 20, false},    {DType::Q5_0, "q5_0", "", 32, 22, false},
+    {DType::Q5_1, "q5_1", "", 32, 24, false},    {DType::Q2_K, "q2_k", "", 256, 84, false},
+    {DType::Q3_K, "q3_k", "", 256, 110, false},  {DType::Q4_K, "q4_k", "", 256, 144, false},
+    {DType::Q5_K, "q5_k", "", 256, 176, false},  {DType::Q6_K, "q6_k", "", 256, 210, false},
+    {DType::IQ4_NL, "iq4_nl", "", 32, 18, false}, {DType::NF4, "nf4", "", 64, 36, false},
 };
 }  // namespace
 
@@ -25,7 +32,7 @@ const DTypeInfo& dtype_info(DType t) {
 
 std::optional<DType> dtype_from_safetensors(std::string_view s) {
   for (const auto& i : kTypes)
-    if (s == i.safetensors) return i.type;
+    if (*i.safetensors && s == i.safetensors) return i.type;
   return std::nullopt;
 }
 
