@@ -11,6 +11,7 @@
 // matrix products alone on the model's own weights (GEMV for generation, SGEMM for prompts).
 #include <cblas.h>
 #include <fcntl.h>
+#include <immintrin.h>
 #include <omp.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -108,6 +109,17 @@ double own_cpu_seconds() {
   }
   return s;
 }
+
+// Measures how many cores other processes kept busy between its construction and cores().
+struct OtherWork {
+  double busy0 = system_busy_seconds(), own0 = own_cpu_seconds();
+  Clock::time_point t0 = Clock::now();
+  double cores() const {
+    if (busy0 < 0) return -1;
+    const double other = (system_busy_seconds() - busy0) - (own_cpu_seconds() - own0);
+    return std::max(0.0, other) / seconds_since(t0);
+  }
+};
 
 std::string now_utc() {
   std::time_t t = std::time(nullptr);
@@ -294,18 +306,92 @@ struct Options {
 
 struct PerThreads {
   int threads = 0;
-  Bandwidth bw;
-  double sgemm_square = 0;   // GFLOP/s, M=512 N=2048 K=2048
-  double sgemm_model = 0;    // GFLOP/s over one layer's matrices at M = pp_tokens
+  Bandwidth bw;               // 1 GiB buffers, measured apart from the model
+  double sgemm_square = 0;    // GFLOP/s, M=512 N=2048 K=2048
+  std::map<std::string, double> sgemm_by_shape;  // GFLOP/s
+  // Generation, each run paired with a streaming read of the same weights and with the GEMVs alone.
   double gen_tps = 0, gen_tps_best = 0;
-  double gemv_only_s = 0;    // seconds per token spent in the weight GEMVs alone
+  double weights_read_s = 0;  // seconds to stream-read weight_bytes_per_token() in place
+  double gen_vs_read = 0;     // median over runs of (read time / token time)
+  double gemv_only_s = 0;     // seconds per token spent in the weight GEMVs alone
+  // Prompt processing, each run paired with SGEMM on the model's own layer-0 matrices.
   double pp_s = 0, pp_tps = 0, pp_gflops = 0, pp_tps_best = 0;
+  double sgemm_model = 0;       // GFLOP/s, median over runs
+  double pp_vs_sgemm = 0;       // median over runs of (prompt matmul rate / SGEMM rate)
   double pp_matmul_only_s = 0;  // the layers' SGEMMs alone, for pp_tokens
   uint64_t kv_bytes = 0;
-  std::map<std::string, double> sgemm_by_shape;  // GFLOP/s
+  double other_cores_engine = 0, other_cores_bw = 0;  // competing work during these measurements
 };
 
-// Generation: `gen_runs` runs of a short prompt then `gen_tokens` greedy tokens; tokens/s of each run.
+volatile float g_sink = 0;  // keeps the reads from being optimised away
+
+// Sums floats with independent accumulators: a pure streaming read at full width.
+__attribute__((target("avx2"))) float sum_floats_avx2(const float* p, int64_t n) {
+  __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
+    c = _mm256_add_ps(c, _mm256_loadu_ps(p + i + 16));
+    d = _mm256_add_ps(d, _mm256_loadu_ps(p + i + 24));
+  }
+  float t[8];
+  _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+  float s = t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+float sum_floats(const float* p, int64_t n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) s0 += p[i], s1 += p[i + 1], s2 += p[i + 2], s3 += p[i + 3];
+  for (; i < n; ++i) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+
+// The matrices one generated token reads: every layer matrix and the head.
+std::vector<const qforge::Weight*> token_matrices(const qforge::Model& m) {
+  std::vector<const qforge::Weight*> v;
+  for (const auto& l : m.layers)
+    for (const auto* w : layer_matrices(l)) v.push_back(w);
+  v.push_back(&m.output);
+  return v;
+}
+
+// Stream-reads the given matrices in place, each split over `threads` threads as the engine's GEMV
+// splits it. Returns seconds.
+double read_matrices(const std::vector<const qforge::Weight*>& ws, int threads) {
+  const bool avx2 = qforge::kernels::cpu().avx2;
+  float total = 0;
+  auto t0 = Clock::now();
+  for (const auto* w : ws) {
+    const int64_t n = w->rows * w->cols;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const int id = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t lo = n * id / nt, hi = n * (id + 1) / nt;
+      total += avx2 ? sum_floats_avx2(w->f32() + lo, hi - lo) : sum_floats(w->f32() + lo, hi - lo);
+    }
+  }
+  const double secs = seconds_since(t0);
+  g_sink = g_sink + total;
+  return secs;
+}
+
+// The weight GEMVs of one token alone, with the engine's own matmul. Returns seconds.
+double gemv_matrices(const qforge::Model& m, const std::vector<const qforge::Weight*>& ws, int threads) {
+  std::vector<float> x(static_cast<size_t>(std::max<int64_t>(m.cfg.n_ff, m.cfg.n_embd) * 2), 0.01f);
+  int64_t max_rows = 0;
+  for (const auto* w : ws) max_rows = std::max(max_rows, w->rows);
+  std::vector<float> y(static_cast<size_t>(max_rows));
+  auto t0 = Clock::now();
+  for (const auto* w : ws) qforge::kernels::matmul_f32(w->f32(), w->rows, w->cols, x.data(), 1, y.data(), threads);
+  return seconds_since(t0);
+}
+
+// Generation: `gen_runs` runs of a short prompt then `gen_tokens` greedy tokens. Memory bandwidth on
+// this machine drifts by tens of percent within seconds, so each run is paired with a streaming read
+// of the very weights a token reads (the bound) and with the GEMVs alone, taken right around it.
 void bench_generation(const qforge::Model& m, const Options& o, PerThreads& r) {
   qforge::SessionOptions so;
   so.n_ctx = std::max(o.pp_tokens, o.prompt_tokens + o.gen_tokens + 1);
@@ -314,11 +400,17 @@ void bench_generation(const qforge::Model& m, const Options& o, PerThreads& r) {
   r.kv_bytes = s.kv_cache_bytes();
   const int V = m.cfg.vocab_size;
   const auto prompt = some_tokens(o.prompt_tokens, V, 7);
+  const auto mats = token_matrices(m);
+  double mat_bytes = 0;
+  for (const auto* w : mats) mat_bytes += 4.0 * double(w->rows) * double(w->cols);
+  const double read_scale = double(m.weight_bytes_per_token()) / mat_bytes;  // norms, one embedding row
   s.eval(prompt);  // warm-up: pages the weights in, starts the thread pools
   int next = argmax(s.logits(), V);
   s.eval(std::vector<int>{next});
-  std::vector<double> tps;
+  read_matrices(mats, r.threads);
+  std::vector<double> tps, reads, ratios, gemvs;
   for (int run = 0; run < o.gen_runs; ++run) {
+    const double read_before = read_matrices(mats, r.threads) * read_scale;
     s.reset();
     s.eval(prompt);
     next = argmax(s.logits(), V);
@@ -329,28 +421,66 @@ void bench_generation(const qforge::Model& m, const Options& o, PerThreads& r) {
       next = argmax(s.logits(), V);
       total += seconds_since(t0);
     }
+    const double read_after = read_matrices(mats, r.threads) * read_scale;
+    const double read = 0.5 * (read_before + read_after);
     tps.push_back(o.gen_tokens / total);
+    reads.push_back(read);
+    ratios.push_back(read / (total / o.gen_tokens));
+    gemvs.push_back(gemv_matrices(m, mats, r.threads));
   }
   r.gen_tps = median(tps);
   r.gen_tps_best = *std::max_element(tps.begin(), tps.end());
+  r.weights_read_s = median(reads);
+  r.gen_vs_read = median(ratios);
+  r.gemv_only_s = median(gemvs);
 }
 
-// The weight GEMVs of one token, alone: every layer matrix and the head, with the engine's matmul.
-void bench_gemv_only(const qforge::Model& m, const Options& o, PerThreads& r) {
-  std::vector<float> x(size_t(std::max<int64_t>(m.cfg.n_ff, m.cfg.n_embd) * 2), 0.01f);
-  std::vector<float> y(size_t(std::max<int64_t>({int64_t(m.cfg.vocab_size), int64_t(m.cfg.n_ff), 3 * int64_t(m.cfg.n_embd)})));
-  std::vector<double> t;
-  for (int run = 0; run < std::max(3, o.gen_runs); ++run) {
-    auto t0 = Clock::now();
-    for (const auto& l : m.layers)
-      for (const auto* w : layer_matrices(l))
-        qforge::kernels::matmul_f32(w->f32(), w->rows, w->cols, x.data(), 1, y.data(), r.threads);
-    qforge::kernels::matmul_f32(m.output.f32(), m.output.rows, m.output.cols, x.data(), 1, y.data(), r.threads);
-    t.push_back(seconds_since(t0));
+// "model.layers.0.mlp.up_proj.weight" -> "mlp.up_proj"
+std::string short_name(std::string n) {
+  if (auto p = n.find(".0."); p != std::string::npos) n = n.substr(p + 3);
+  if (n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0) n.resize(n.size() - 7);
+  return n;
+}
+
+// SGEMM on the model's own layer-0 matrices at M = pp_tokens, with buffers made once.
+class LayerGemm {
+ public:
+  LayerGemm(const qforge::Model& m, int64_t tokens) : mats_(layer_matrices(m.layers.at(0))), m_(tokens) {
+    int64_t max_k = 0, max_n = 0;
+    for (const auto* w : mats_) max_k = std::max(max_k, w->cols), max_n = std::max(max_n, w->rows);
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(-1, 1);
+    A_.resize(static_cast<size_t>(m_ * max_k));
+    for (auto& x : A_) x = u(rng);
+    C_.resize(static_cast<size_t>(m_ * max_n));
+    for (const auto* w : mats_) flops_ += 2.0 * double(m_) * double(w->rows) * double(w->cols);
   }
-  r.gemv_only_s = median(t);
-}
+  double flops() const { return flops_; }
+  // Seconds for all the matrices once; per-shape GFLOP/s into `by_shape` if given.
+  double run(int threads, std::map<std::string, double>* by_shape = nullptr) {
+    openblas_set_num_threads(threads);
+    double total = 0;
+    for (const auto* w : mats_) {
+      auto t0 = Clock::now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m_), int(w->rows), int(w->cols), 1.0f, A_.data(),
+                  int(w->cols), w->f32(), int(w->cols), 0.0f, C_.data(), int(w->rows));
+      const double t = seconds_since(t0);
+      total += t;
+      if (by_shape)
+        (*by_shape)[fmt::format("{}x{}x{} ({})", m_, w->rows, w->cols, short_name(w->name))] =
+            2.0 * double(m_) * double(w->rows) * double(w->cols) / t / 1e9;
+    }
+    return total;
+  }
 
+ private:
+  std::vector<const qforge::Weight*> mats_;
+  int64_t m_;
+  std::vector<float> A_, C_;
+  double flops_ = 0;
+};
+
+// Prompt processing: one eval of pp_tokens per run, each paired with SGEMM on the same shapes.
 void bench_prompt(const qforge::Model& m, const Options& o, PerThreads& r) {
   qforge::SessionOptions so;
   so.n_ctx = o.pp_tokens;
@@ -358,38 +488,36 @@ void bench_prompt(const qforge::Model& m, const Options& o, PerThreads& r) {
   so.n_batch = o.pp_tokens;
   qforge::Session s(m, so);
   const auto tokens = some_tokens(o.pp_tokens, m.cfg.vocab_size, 11);
-  std::vector<double> t;
-  for (int run = 0; run < o.pp_runs + 1; ++run) {  // the first run is a warm-up
-    s.reset();
-    auto t0 = Clock::now();
-    s.eval(tokens);
-    if (run > 0) t.push_back(seconds_since(t0));
-  }
-  r.pp_s = median(t);
-  r.pp_tps = o.pp_tokens / r.pp_s;
-  r.pp_tps_best = o.pp_tokens / best_min(t);
+  LayerGemm gemm(m, o.pp_tokens);
   // Matmul FLOPs: every layer matrix for every prompt token; the head only for the last token
   // (the engine computes logits only where they are asked for).
   const double flops = 2.0 * double(layer_matmul_params(m)) * o.pp_tokens +
                        2.0 * double(m.output.rows) * double(m.output.cols);
+  std::vector<double> t, rates, ratios, gemm_s;
+  for (int run = 0; run < o.pp_runs + 1; ++run) {  // the first run is a warm-up
+    s.reset();
+    auto t0 = Clock::now();
+    s.eval(tokens);
+    const double secs = seconds_since(t0);
+    const double g = gemm.run(r.threads, run == o.pp_runs ? &r.sgemm_by_shape : nullptr);
+    if (run == 0) continue;
+    t.push_back(secs);
+    rates.push_back(gemm.flops() / g);
+    ratios.push_back((flops / secs) / (gemm.flops() / g));
+    gemm_s.push_back(g * double(m.layers.size()));
+  }
+  r.pp_s = median(t);
+  r.pp_tps = o.pp_tokens / r.pp_s;
+  r.pp_tps_best = o.pp_tokens / best_min(t);
   r.pp_gflops = flops / r.pp_s / 1e9;
+  r.sgemm_model = median(rates) / 1e9;
+  r.pp_vs_sgemm = median(ratios);
+  r.pp_matmul_only_s = median(gemm_s);
 }
 
-// SGEMM on the model's own layer-0 matrices at M = pp_tokens, and the reference square shape.
-void bench_sgemm(const qforge::Model& m, const Options& o, PerThreads& r) {
+// The reference square SGEMM shape, on random matrices.
+void bench_sgemm(const Options& o, PerThreads& r) {
   r.sgemm_square = 2.0 * 512 * 2048 * 2048 / time_sgemm({"512x2048x2048", 2048, 2048}, 512, r.threads, o.gemm_reps) / 1e9;
-  const auto& l0 = m.layers.at(0);
-  double flops = 0, secs = 0;
-  for (const auto* w : layer_matrices(l0)) {
-    GemmShape s{w->name, w->rows, w->cols, w->f32()};
-    const double t = time_sgemm(s, o.pp_tokens, r.threads, o.gemm_reps);
-    const double f = 2.0 * double(o.pp_tokens) * double(w->rows) * double(w->cols);
-    r.sgemm_by_shape[fmt::format("{}x{}x{}", o.pp_tokens, w->rows, w->cols)] = f / t / 1e9;
-    flops += f;
-    secs += t;
-  }
-  r.sgemm_model = flops / secs / 1e9;
-  r.pp_matmul_only_s = secs * double(m.layers.size());
 }
 
 // `qforge generate` as a child process: its peak RSS (wait4) and its own report (--json).
@@ -495,8 +623,7 @@ int main(int argc, char** argv) {
     const std::string commit = commit_id();
     const std::string date = now_utc();
     const double load_before = load_average();
-    const double busy0 = system_busy_seconds(), own0 = own_cpu_seconds();
-    const auto wall0 = Clock::now();
+    const OtherWork other_whole_run;
     note(fmt::format("CPU {} | kernels {} | {}", cpu.summary(), qforge::kernels::table().isa, openblas_get_config()));
 
     // Phase 1: everything that needs the model, with the peak RSS of this phase recorded.
@@ -518,14 +645,15 @@ int main(int argc, char** argv) {
     for (int t : o.threads) {
       PerThreads r;
       r.threads = t;
+      const OtherWork other;
       note(fmt::format("threads {}: generation ({} runs x {} tokens)", t, o.gen_runs, o.gen_tokens));
       bench_generation(m, o, r);
-      note(fmt::format("threads {}: {:.2f} tok/s; GEMV alone", t, r.gen_tps));
-      bench_gemv_only(m, o, r);
+      note(fmt::format("threads {}: {:.2f} tok/s", t, r.gen_tps));
       note(fmt::format("threads {}: prompt processing ({} runs x {} tokens)", t, o.pp_runs, o.pp_tokens));
       bench_prompt(m, o, r);
       note(fmt::format("threads {}: {:.1f} tok/s; SGEMM", t, r.pp_tps));
-      bench_sgemm(m, o, r);
+      bench_sgemm(o, r);
+      r.other_cores_engine = other.cores();
       res.push_back(r);
     }
     const uint64_t model_phase_peak = peak_rss();
@@ -540,7 +668,9 @@ int main(int argc, char** argv) {
     // Phase 2: the machine's limits.
     for (auto& r : res) {
       note(fmt::format("threads {}: memory bandwidth ({} MiB x {})", r.threads, o.bw_mib, o.bw_reps));
+      const OtherWork other;
       r.bw = measure_bandwidth(size_t(o.bw_mib) << 20, r.threads, o.bw_reps);
+      r.other_cores_bw = other.cores();
     }
 
     // Phase 3: `qforge generate` in its own process.
@@ -552,9 +682,7 @@ int main(int argc, char** argv) {
     }
 
     // Average number of cores that other processes kept busy during the run.
-    const double other_cores = busy0 < 0 ? -1
-                                         : std::max(0.0, (system_busy_seconds() - busy0) - (own_cpu_seconds() - own0)) /
-                                               seconds_since(wall0);
+    const double other_cores = other_whole_run.cores();
     // ---- report ----
     std::printf("# qforge-bench\n\n");
     const std::string param_str =
@@ -582,18 +710,25 @@ int main(int argc, char** argv) {
       std::printf("%s %s |\n", line.c_str(), target.c_str());
     };
     auto bound_tps = [&](const PerThreads& r) { return r.bw.read_best / double(bytes_per_token); };
-    row("read bandwidth, GB/s (best / median)",
+    row("cores other processes kept busy (engine + SGEMM / bandwidth)", [](const PerThreads& r) {
+      return fmt::format("{:.2f} / {:.2f}", r.other_cores_engine, r.other_cores_bw);
+    }, "0 (clean)");
+    row("read bandwidth (1 GiB), GB/s (best / median)",
         [](const PerThreads& r) { return fmt::format("{:.1f} / {:.1f}", r.bw.read_best / 1e9, r.bw.read_median / 1e9); });
-    row("copy bandwidth, GB/s read+written (best / median)",
+    row("copy bandwidth (1 GiB), GB/s read+written (best / median)",
         [](const PerThreads& r) { return fmt::format("{:.1f} / {:.1f}", r.bw.copy_best / 1e9, r.bw.copy_median / 1e9); });
     row("SGEMM 512x2048x2048, GFLOP/s", [](const PerThreads& r) { return fmt::format("{:.1f}", r.sgemm_square); });
     row(fmt::format("SGEMM on the model's layer matrices (M={}), GFLOP/s", o.pp_tokens),
         [](const PerThreads& r) { return fmt::format("{:.1f}", r.sgemm_model); });
     row("generation, tokens/s (median; best)",
         [](const PerThreads& r) { return fmt::format("{:.2f}; {:.2f}", r.gen_tps, r.gen_tps_best); });
-    row("bandwidth bound, tokens/s (bytes per token / best read)",
-        [&](const PerThreads& r) { return fmt::format("{:.2f}", bound_tps(r)); });
-    row("**generation / bound**", [&](const PerThreads& r) { return "**" + pct(r.gen_tps / bound_tps(r)) + "**"; },
+    row("bound from the 1 GiB read bandwidth, tokens/s (generation / it)", [&](const PerThreads& r) {
+      return fmt::format("{:.2f} ({})", bound_tps(r), pct(r.gen_tps / bound_tps(r)));
+    });
+    row("bound from reading the token's weights in place, tokens/s (GB/s)", [&](const PerThreads& r) {
+      return fmt::format("{:.2f} ({:.1f})", 1 / r.weights_read_s, double(bytes_per_token) / r.weights_read_s / 1e9);
+    });
+    row("**generation / bound** (paired runs)", [&](const PerThreads& r) { return "**" + pct(r.gen_vs_read) + "**"; },
         ">= 70%");
     row("weight GEMVs alone, ms per token (share of a token)", [](const PerThreads& r) {
       return fmt::format("{:.1f} ({})", 1e3 * r.gemv_only_s, pct(r.gemv_only_s * r.gen_tps));
@@ -601,8 +736,8 @@ int main(int argc, char** argv) {
     row(fmt::format("prompt processing ({} tokens), tokens/s (median; best)", o.pp_tokens),
         [](const PerThreads& r) { return fmt::format("{:.1f}; {:.1f}", r.pp_tps, r.pp_tps_best); });
     row("prompt processing, matmul GFLOP/s", [](const PerThreads& r) { return fmt::format("{:.1f}", r.pp_gflops); });
-    row("**prompt processing / SGEMM (model shapes)**",
-        [](const PerThreads& r) { return "**" + pct(r.pp_gflops / r.sgemm_model) + "**"; }, ">= 60%");
+    row("**prompt processing / SGEMM (model shapes)** (paired runs)",
+        [](const PerThreads& r) { return "**" + pct(r.pp_vs_sgemm) + "**"; }, ">= 60%");
     row("layer SGEMMs alone, s per prompt (share of the prompt)", [](const PerThreads& r) {
       return fmt::format("{:.2f} ({})", r.pp_matmul_only_s, pct(r.pp_matmul_only_s / r.pp_s));
     });
@@ -658,15 +793,19 @@ int main(int argc, char** argv) {
                         {"generation_tokens_per_second", r.gen_tps},
                         {"generation_tokens_per_second_best", r.gen_tps_best},
                         {"bandwidth_bound_tokens_per_second", bound_tps(r)},
-                        {"generation_vs_bound", r.gen_tps / bound_tps(r)},
+                        {"generation_vs_bandwidth_bound", r.gen_tps / bound_tps(r)},
+                        {"weights_read_seconds", r.weights_read_s},
+                        {"generation_vs_bound", r.gen_vs_read},
                         {"gemv_only_seconds_per_token", r.gemv_only_s},
                         {"prompt_seconds", r.pp_s},
                         {"prompt_tokens_per_second", r.pp_tps},
                         {"prompt_tokens_per_second_best", r.pp_tps_best},
                         {"prompt_matmul_gflops", r.pp_gflops},
-                        {"prompt_vs_sgemm", r.pp_gflops / r.sgemm_model},
+                        {"prompt_vs_sgemm", r.pp_vs_sgemm},
                         {"prompt_sgemm_only_seconds", r.pp_matmul_only_s},
-                        {"kv_cache_bytes", r.kv_bytes}});
+                        {"kv_cache_bytes", r.kv_bytes},
+                        {"other_processes_cores_engine", r.other_cores_engine},
+                        {"other_processes_cores_bandwidth", r.other_cores_bw}});
       }
       j["runs"] = runs;
       j["memory"] = {{"bench_peak_rss", model_phase_peak}, {"bench_kv_cache_bytes", max_kv}};
