@@ -4,6 +4,7 @@
 // once instead of allocating; sizes are overflow-checked; tensors must lie inside the data section,
 // aligned, without overlapping one another.
 #include "qforge/gguf.h"
+#include "qforge/quant.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -56,7 +57,10 @@ std::optional<DType> ggml_type_dtype(uint32_t id) {
     case 27: return DType::I64;
     case 28: return DType::F64;
     case 30: return DType::BF16;
-    default: return std::nullopt;
+    default:
+      // Quantized block types: the rows of src/quant/types.cpp that carry a ggml id.
+      if (const QuantType* q = find_quant_type_by_ggml(int32_t(id))) return q->dtype;
+      return std::nullopt;
   }
 }
 

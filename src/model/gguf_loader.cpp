@@ -23,6 +23,7 @@
 #include "model/rotary_permute.h"
 #include "qforge/error.h"
 #include "qforge/gguf.h"
+#include "qforge/quant.h"
 #include "qforge/model.h"
 
 namespace qforge {
@@ -55,15 +56,24 @@ class GgufBinder {
     const size_t n = size_t(w.rows) * size_t(w.cols);
     const auto dtype = ggml_type_dtype(t->type);
     if (!dtype)
-      fail_unsupported("{}: ggml type {} is not supported yet (qforge loads F32, F16 and BF16 GGUF weights)",
+      fail_unsupported("{}: ggml type {} is not supported yet",
                        f_.tensor_origin(name), t->type_info().name);
-    if (!dtype_info(*dtype).is_float)
+    const bool quantized = dtype_info(*dtype).block_elems > 1;
+    if (!quantized && !dtype_info(*dtype).is_float)
       fail("{}: ggml type {} is not a floating-point type", f_.tensor_origin(name), t->type_info().name);
+    // Until the engine has quantized kernels, quantized weights are dequantized to F32 at load.
+    auto widen = [&](const uint8_t* src, float* dst, size_t count) {
+      if (quantized)
+        quant_type(*dtype).dequantize_row(src, dst, int64_t(count));
+      else
+        convert_to_f32(*dtype, src, dst, count);
+    };
 
     // Element reads need natural alignment; a file with general.alignment 1 may not give it.
     const uint8_t* bytes = t->data;
     std::vector<uint64_t> realigned;
-    if (reinterpret_cast<uintptr_t>(bytes) % dtype_info(*dtype).block_bytes != 0) {
+    const size_t align = quantized ? 4 : dtype_info(*dtype).block_bytes;
+    if (reinterpret_cast<uintptr_t>(bytes) % align != 0) {
       realigned.resize(size_t((t->nbytes + 7) / 8));
       std::memcpy(realigned.data(), bytes, size_t(t->nbytes));
       bytes = reinterpret_cast<const uint8_t*>(realigned.data());
@@ -74,13 +84,13 @@ class GgufBinder {
     }
     float* dst = m_.own(n);
     if (permute_heads == 0) {
-      convert_to_f32(*dtype, bytes, dst, n);
+      widen(bytes, dst, n);
     } else {
       std::vector<float> widened;
       const float* src = reinterpret_cast<const float*>(bytes);
       if (*dtype != DType::F32) {
         widened.resize(n);
-        convert_to_f32(*dtype, bytes, widened.data(), n);
+        widen(bytes, widened.data(), n);
         src = widened.data();
       }
       adjacent_pairs_to_rotate_half(src, dst, permute_heads, int(w.rows / permute_heads), w.cols);

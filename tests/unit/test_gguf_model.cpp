@@ -12,6 +12,7 @@
 #include "qforge/dtype.h"
 #include "qforge/error.h"
 #include "qforge/gguf.h"
+#include "qforge/quant.h"
 #include "qforge/model.h"
 #include "qforge/session.h"
 #include "qforge/synth.h"
@@ -415,9 +416,9 @@ TEST(GgufModel, BadModelFiles) {
   }
   {
     TinyLlama t;
-    t.tensors["blk.0.attn_q.weight"].second = 8;  // Q8_0
+    t.tensors["blk.0.attn_q.weight"].second = 9;  // Q8_1: ggml's activation type, never a weight type here
     EXPECT_CONTAINS(load_error(t, ErrorKind::Unsupported),
-                    "tensor 'blk.0.attn_q.weight': ggml type Q8_0 is not supported yet");
+                    "tensor 'blk.0.attn_q.weight': ggml type Q8_1 is not supported yet");
   }
   {
     TinyLlama t;
@@ -483,6 +484,93 @@ TEST(GgufModel, LinearRopeScalingIsRead) {
   EXPECT_EQ(m->cfg.rope_scaling.type, RopeScaling::Type::Linear);
   EXPECT_FLOAT_EQ(m->cfg.rope_scaling.factor, 4.0f);
   EXPECT_FLOAT_EQ(m->cfg.rope_theta, 500000.0f);
+}
+
+}  // namespace
+}  // namespace qforge
+
+namespace qforge {
+namespace {
+
+// ---- quantized GGUF weights (dequantized to F32 at load until quantized kernels exist) ---------
+
+// A weight row-quantized to a ggml block type, rows in llama.cpp's rotary order when n_heads > 0.
+std::string quantized_bytes(const Weight& w, const QuantType& q, int n_heads) {
+  const std::string f32 = weight_bytes(w, kGgmlTypeF32, n_heads);
+  const auto* x = reinterpret_cast<const float*>(f32.data());
+  std::string out(size_t(w.rows) * q.row_bytes(w.cols), '\0');
+  for (int64_t r = 0; r < w.rows; ++r)
+    q.quantize_row(x + r * w.cols, out.data() + size_t(r) * q.row_bytes(w.cols), w.cols, nullptr);
+  return out;
+}
+
+// Dequantize(quantize(row)) of one weight, in qforge's own row order: what the loader must yield.
+std::vector<float> round_trip(const Weight& w, const QuantType& q) {
+  std::vector<float> out(size_t(w.rows * w.cols));
+  std::string buf(q.row_bytes(w.cols), '\0');
+  for (int64_t r = 0; r < w.rows; ++r) {
+    q.quantize_row(w.f32() + r * w.cols, buf.data(), w.cols, nullptr);
+    q.dequantize_row(buf.data(), out.data() + r * w.cols, w.cols);
+  }
+  return out;
+}
+
+TEST(GgufModel, QuantizedWeightsLoadAsTheirDequantizedValues) {
+  const auto hf = load(test::shared("models/tinystories-llama-7M-hf"));  // rows of 256 and 768
+  const ModelConfig& c = hf->cfg;
+  test::TempDir dir;
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    const QuantType& q = quant_type(dt);
+    SCOPED_TRACE(q.name);
+    const uint32_t type = uint32_t(q.ggml_type);
+    GgufBuilder b = llama_gguf(*hf, kGgmlTypeF32);
+    // Replace the matrices by quantized copies (norms stay F32, as llama.cpp keeps them).
+    GgufBuilder qb;
+    qb = b;
+    qb.clear_tensors();
+    auto add = [&](const std::string& name, const Weight& w, int n_heads) {
+      qb.tensor(name, type, {uint64_t(w.cols), uint64_t(w.rows)}, quantized_bytes(w, q, n_heads));
+    };
+    auto add_f32 = [&](const std::string& name, const Weight& w) { add_weight(qb, name, w, kGgmlTypeF32); };
+    add("token_embd.weight", hf->tok_embd, 0);
+    for (int i = 0; i < c.n_layer; ++i) {
+      const LayerWeights& l = hf->layers[size_t(i)];
+      const std::string p = "blk." + std::to_string(i) + ".";
+      add_f32(p + "attn_norm.weight", l.attn_norm);
+      add(p + "attn_q.weight", l.wq, c.n_head);
+      add(p + "attn_k.weight", l.wk, c.n_head_kv);
+      add(p + "attn_v.weight", l.wv, 0);
+      add(p + "attn_output.weight", l.wo, 0);
+      add_f32(p + "ffn_norm.weight", l.ffn_norm);
+      add(p + "ffn_gate.weight", l.w_gate, 0);
+      add(p + "ffn_up.weight", l.w_up, 0);
+      add(p + "ffn_down.weight", l.w_down, 0);
+    }
+    add_f32("output_norm.weight", hf->out_norm);
+    add("output.weight", hf->output, 0);
+    const std::string path = dir / (std::string(q.name) + ".gguf");
+    qb.write(path);
+    const auto g = load(path);
+    for (int i = 0; i < c.n_layer; i += 3) {
+      const LayerWeights &a = g->layers[size_t(i)], &h = hf->layers[size_t(i)];
+      for (auto [got, want, what] : {std::tuple{&a.wq, &h.wq, "wq"}, {&a.wk, &h.wk, "wk"}, {&a.w_down, &h.w_down, "w_down"}}) {
+        const std::vector<float> expect = round_trip(*want, q);
+        ASSERT_EQ(got->rows * got->cols, int64_t(expect.size())) << what;
+        for (size_t k = 0; k < expect.size(); ++k)
+          ASSERT_EQ(got->f32()[k], expect[k]) << what << " layer " << i << " element " << k;
+      }
+    }
+    // The quantized model still predicts like the original: the logits' error is small next to their spread.
+    const std::vector<int> tokens = {1, 403, 407, 261, 378, 432, 383};
+    const auto lq = all_logits(*g, tokens), lo = all_logits(*hf, tokens);
+    double err = 0, norm = 0;
+    for (size_t t = 0; t < lo.size(); ++t)
+      for (size_t v = 0; v < lo[t].size(); ++v) {
+        err += (lq[t][v] - lo[t][v]) * (lq[t][v] - lo[t][v]);
+        norm += lo[t][v] * lo[t][v];
+      }
+    EXPECT_LT(std::sqrt(err / norm), dt == DType::Q8_0 ? 0.01 : 0.1) << "relative RMS logit error";
+  }
 }
 
 }  // namespace

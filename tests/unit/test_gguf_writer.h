@@ -53,6 +53,7 @@ class GgufBuilder {
               std::optional<uint64_t> offset = std::nullopt) {
     tensors_.push_back({name, ggml_type, std::move(ne), bytes, offset});
   }
+  void clear_tensors() { tensors_.clear(); }
   void tensor_f32(const std::string& name, std::vector<uint64_t> ne, const std::vector<float>& v) {
     tensor(name, 0, std::move(ne), std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4));
   }
