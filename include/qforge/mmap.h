@@ -30,6 +30,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops the pages holding [p, p+n) of a read-only file mapping from this process's resident set
+// (madvise DONTNEED, widened to whole pages). Safe: a later read faults them back in from the file.
+// Used after a tensor was copied (transposed, widened) so the copy and its source are not both resident.
+void release_mapped_pages(const void* p, size_t n);
+
 // Reads a whole (small) file into a string; throws Error naming the path.
 std::string read_text_file(const std::string& path, size_t max_bytes = size_t(64) << 20);
 bool file_exists(const std::string& path);

@@ -61,6 +61,7 @@ class Binder {
       }
     }
     w.data = dst;
+    release_mapped_pages(t.data, size_t(t.nbytes));  // the copy replaces it: keep only one resident
     return w;
   }
 
