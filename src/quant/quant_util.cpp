@@ -294,4 +294,54 @@ int nearest_code_index(const float* codebook, int size, float v) {
   return v - codebook[k - 1] < codebook[k] - v ? k - 1 : k;
 }
 
+void fit_scale_min_superblock(const float* x, const float* importance, int qmax, ScaleFan plain_fan, uint16_t* d,
+                              uint16_t* dmin, uint8_t* scales12, uint8_t* q) {
+  constexpr int kSub = 32, kNumSub = kSuperBlock / kSub;
+  uint8_t scratch[kSub], scale_q[kNumSub], offset_q[kNumSub];
+  float scales[kNumSub], offsets[kNumSub], w[kSub];
+  if (importance) {
+    float sub_weight[kNumSub];
+    const float sigma2 = 2 * sum_squares(x, kSuperBlock) / kSuperBlock;
+    for (int j = 0; j < kNumSub; ++j) {
+      importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w);
+      sub_weight[j] = 0;
+      for (int i = 0; i < kSub; ++i) sub_weight[j] += w[i];
+      scales[j] = fit_scale_min(kSub, qmax, x + kSub * j, w, q + kSub * j, &offsets[j], scratch, {-0.9f, 0.05f, 36},
+                                ErrorNorm::Squared);
+    }
+    *d = to_half(fit_positive_levels(kNumSub, 63, scales, sub_weight, scale_q));
+    *dmin = to_half(fit_positive_levels(kNumSub, 63, offsets, sub_weight, offset_q));
+  } else {
+    float max_scale = 0, max_offset = 0;
+    for (int j = 0; j < kNumSub; ++j) {
+      const float* xs = x + kSub * j;
+      const float rms = std::sqrt(sum_squares(xs, kSub) / kSub);
+      for (int i = 0; i < kSub; ++i) w[i] = rms + std::fabs(xs[i]);
+      scales[j] = fit_scale_min(kSub, qmax, xs, w, q + kSub * j, &offsets[j], scratch, plain_fan, ErrorNorm::Squared);
+      max_scale = std::max(max_scale, scales[j]);
+      max_offset = std::max(max_offset, offsets[j]);
+    }
+    const float inv_scale = max_scale > 0 ? 63 / max_scale : 0.0f;
+    const float inv_offset = max_offset > 0 ? 63 / max_offset : 0.0f;
+    for (int j = 0; j < kNumSub; ++j) {
+      scale_q[j] = uint8_t(clamp_int(round_even(inv_scale * scales[j]), 0, 63));
+      offset_q[j] = uint8_t(clamp_int(round_even(inv_offset * offsets[j]), 0, 63));
+    }
+    *d = to_half(max_scale / 63);
+    *dmin = to_half(max_offset / 63);
+  }
+  pack_scales_mins_6bit(scale_q, offset_q, scales12);
+  // Re-round every weight with the scale and min it will really get.
+  const float dd = from_half(*d), dm = from_half(*dmin);
+  for (int j = 0; j < kNumSub; ++j) {
+    uint8_t sc, mn;
+    unpack_scale_min_6bit(scales12, j, &sc, &mn);
+    const float scale = dd * sc;
+    if (!scale) continue;
+    const float offset = dm * mn;
+    for (int i = 0; i < kSub; ++i)
+      q[kSub * j + i] = uint8_t(clamp_int(round_even((x[kSub * j + i] + offset) / scale), 0, qmax));
+  }
+}
+
 }  // namespace qforge::quant

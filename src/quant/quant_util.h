@@ -97,6 +97,14 @@ float fit_scale_min(int n, int qmax, const float* x, const float* w, uint8_t* q,
 // integers for up to five sweeps. Returns the common scale (0 when every value is ~0).
 float fit_positive_levels(int n, int qmax, const float* x, const float* w, uint8_t* q);
 
+// The header q4_K and q5_K share: 8 sub-blocks of 32 weights, each with a (scale, min) pair on 6-bit
+// grids topped by the f16 super-scales d and dmin. Fits every sub-block with fit_scale_min (weights
+// sqrt(mean x^2) + |x| and `plain_fan` without importance; importance * sqrt(sigma2 + x^2) and 37
+// candidates with it), quantizes the scales and mins, then re-rounds every weight to 0..qmax with the
+// scale and min it will really get. Writes d, dmin, the 12 packed scale bytes and q[256].
+void fit_scale_min_superblock(const float* x, const float* importance, int qmax, ScaleFan plain_fan, uint16_t* d,
+                              uint16_t* dmin, uint8_t* scales12, uint8_t* q);
+
 // ---- shared layouts ----------------------------------------------------------------------------
 
 // q4_K and q5_K keep eight 6-bit scales and eight 6-bit mins in 12 bytes:
