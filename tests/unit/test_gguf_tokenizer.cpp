@@ -9,6 +9,7 @@
 #include "qforge/gguf.h"
 #include "test_gguf_writer.h"
 #include "test_util.h"
+#include "vocab_vectors.h"
 
 namespace qforge {
 namespace {
@@ -16,60 +17,11 @@ namespace {
 using test::GgufBuilder;
 using test::shared;
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f) << "cannot open " << path;
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-std::string read_prefix(const std::string& path, size_t approx_bytes) {
-  std::string s = read_file(path);
-  if (s.size() > approx_bytes) {
-    const size_t nl = s.find('\n', approx_bytes);
-    if (nl != std::string::npos) s.resize(nl + 1);
-  }
-  return s;
-}
-
-struct Vector {
-  std::string text;
-  std::vector<int> ids;
-};
-
-// llama.cpp's vocabulary test files, read as test_tokenizer.cpp reads them: FILE.inp is each test
-// string followed by "\n__ggml_vocab_test__\n" (the newline before the marker belongs to the
-// marker), FILE.out one line of ids per string.
-std::vector<Vector> read_vectors(const std::string& base) {
-  const std::string inp = read_file(base + ".inp");
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> texts;
-  for (size_t pos = 0; pos < inp.size();) {
-    const size_t next = inp.find(sep, pos);
-    if (next == std::string::npos) {
-      texts.push_back(inp.substr(pos));
-      break;
-    }
-    texts.push_back(inp.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-  std::ifstream out(base + ".out");
-  std::vector<Vector> vectors;
-  std::string line;
-  for (size_t i = 0; std::getline(out, line) && i < texts.size(); ++i) {
-    Vector v{texts[i], {}};
-    std::istringstream ids(line);
-    for (int id; ids >> id;) v.ids.push_back(id);
-    vectors.push_back(std::move(v));
-  }
-  EXPECT_EQ(vectors.size(), texts.size());
-  return vectors;
-}
-
-std::string show(const std::vector<int>& ids) {
-  std::string s;
-  for (int id : ids) s += std::to_string(id) + " ";
-  return s;
-}
+using test::read_file;
+using test::read_prefix;
+using test::read_vectors;
+using test::show;
+using test::Vector;
 
 TEST(GgufTokenizer, Gpt2VocabReproducesVectors) {
   const std::string path = shared("tokenizers/ggml-vocab-gpt-2.gguf");
