@@ -1,0 +1,8 @@
+// Placeholder: filled in by the qk kernel work.
+#include "kernels/weight_kernels.h"
+
+namespace qforge::kernels {
+
+void register_qk_kernels_scalar(WeightKernelSet&) {}
+
+}  // namespace qforge::kernels
