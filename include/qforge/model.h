@@ -14,6 +14,9 @@ namespace qforge {
 
 // A weight matrix of `rows` output features by `cols` input features, row-major, or a vector
 // (rows == 1). Data is not owned: it points into a mapped file or into Model::owned_.
+// Matrices keep the storage type of their file (F32, F16, BF16 or a block-quantized type: each row
+// is cols / block_elems whole blocks); the kernels convert as they read. Vectors (norms, biases) are
+// always F32.
 struct Weight {
   std::string name;  // name in the source file, for messages and reports
   DType dtype = DType::F32;
@@ -21,6 +24,12 @@ struct Weight {
   const void* data = nullptr;
   explicit operator bool() const { return data != nullptr; }
   const float* f32() const { return static_cast<const float*>(data); }
+  const uint8_t* bytes() const { return static_cast<const uint8_t*>(data); }
+  uint64_t row_bytes() const { return dtype_bytes(dtype, uint64_t(cols)); }
+  uint64_t nbytes() const { return row_bytes() * uint64_t(rows); }
+  const uint8_t* row(int64_t r) const { return bytes() + row_bytes() * uint64_t(r); }
+  // Rows [r0, r0 + n) as a weight of their own (no copy).
+  Weight row_slice(int64_t r0, int64_t n) const;
 };
 
 struct LayerWeights {
@@ -52,6 +61,7 @@ struct Model {
   std::vector<std::shared_ptr<void>> keepalive;  // e.g. the SafetensorsCheckpoint of an HF model
   std::vector<std::unique_ptr<float[]>> owned;
   float* own(size_t n);  // allocates a buffer that lives as long as the model
+  uint8_t* own_bytes(size_t n);  // the same, in bytes (aligned for any element type)
 
   uint64_t weight_bytes() const;  // bytes of all distinct weights the engine reads
   // Bytes of weights read to produce one token (excludes the embedding table, of which one row is read).

@@ -4,8 +4,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/weight_kernels.h"
+#include "qforge/error.h"
+#include "qforge/quant.h"
 
 namespace qforge::kernels {
 
@@ -44,6 +51,113 @@ void matmul_f32(const float* W, int64_t rows, int64_t cols, const float* X, int6
       const int64_t r0 = b0 * 16, r1 = std::min(rows, b1 * 16);
       if (r0 < r1) k.gemv_f32(W, cols, x, y + r0, r0, r1, cols);
     }
+  }
+}
+
+namespace {
+
+// Rows of W per parallel work item: a multiple of 16 keeps each thread on whole cache lines of y.
+constexpr int64_t kRowBlock = 16;
+
+// Splits [0, rows) in kRowBlock blocks over the threads of the enclosing parallel region.
+template <typename F>
+void for_my_rows(int64_t rows, F&& f) {
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const int id = omp_get_thread_num(), tn = omp_get_num_threads();
+  const int64_t b0 = blocks * id / tn, b1 = blocks * (id + 1) / tn;
+  const int64_t r0 = b0 * kRowBlock, r1 = std::min(rows, b1 * kRowBlock);
+  if (r0 < r1) f(r0, r1);
+}
+
+// Which prompt path runs for types that have both (QFORGE_GEMM=kernel|sgemm; benches compare them).
+bool prefer_gemm_kernel() {
+  static const bool v = [] {
+    const char* e = std::getenv("QFORGE_GEMM");
+    return !(e && std::string_view(e) == "sgemm");
+  }();
+  return v;
+}
+
+// Activation rows converted to the kernel's format, `stride` bytes apart.
+const void* prepare_activations(const WeightKernels& k, const float* X, int64_t n, int64_t cols, size_t& stride,
+                                std::vector<uint8_t>& buf, int n_threads) {
+  if (k.act == ActFormat::F32) {
+    stride = size_t(cols) * sizeof(float);
+    return X;
+  }
+  if (cols % act_block_elems(k.act) != 0)
+    fail("matmul: a row of {} weights is not a whole number of {}-value activation blocks", cols,
+         act_block_elems(k.act));
+  stride = act_row_bytes(k.act, cols);
+  buf.resize(stride * size_t(n));
+  const int nt = n * cols < kMinParallelWork / 8 ? 1 : int(std::min<int64_t>(n_threads, n));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t t = 0; t < n; ++t) k.quantize_act(X + t * cols, buf.data() + size_t(t) * stride, cols);
+  return buf.data();
+}
+
+void matmul_dequant_sgemm(const WeightKernels& k, const uint8_t* W, size_t row_bytes, int64_t rows, int64_t cols,
+                          const float* X, int64_t n, float* Y, int n_threads) {
+  // Tiles of about 4 MiB of F32: converted once, then multiplied with all n activation rows.
+  const int64_t tile = std::max<int64_t>(kRowBlock, (int64_t(1) << 20) / cols / kRowBlock * kRowBlock);
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(std::min(tile, rows)) * size_t(cols));
+  set_blas_threads(n_threads);
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t nr = std::min(tile, rows - r0);
+    float* T = buf.data();
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t r = 0; r < nr; ++r) k.dequant_row(W + size_t(r0 + r) * row_bytes, T + r * cols, cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, X, int(cols), T, int(cols),
+                0.0f, Y + r0, int(rows));
+  }
+}
+
+}  // namespace
+
+void matmul(DType dtype, const void* W_, size_t row_bytes, int64_t rows, int64_t cols, const float* X, int64_t n,
+            float* Y, int n_threads) {
+  if (dtype == DType::F32 && row_bytes == size_t(cols) * sizeof(float))
+    return matmul_f32(static_cast<const float*>(W_), rows, cols, X, n, Y, n_threads);
+  const WeightKernels* kp = weight_kernels(dtype);
+  if (!kp) fail_unsupported("matmul: no kernel for {} weights", dtype_name(dtype));
+  const WeightKernels& k = *kp;
+  const auto* W = static_cast<const uint8_t*>(W_);
+  if (rows * cols * n < kMinParallelWork) n_threads = 1;
+
+  if (n >= kMinGemmRows && (!k.gemm || !prefer_gemm_kernel()))
+    return matmul_dequant_sgemm(k, W, row_bytes, rows, cols, X, n, Y, n_threads);
+
+  thread_local std::vector<uint8_t> act;
+  size_t stride = 0;
+  const auto* A = static_cast<const uint8_t*>(prepare_activations(k, X, n, cols, stride, act, n_threads));
+  const int nt = int(std::min<int64_t>(n_threads, (rows + kRowBlock - 1) / kRowBlock));
+  if (n >= kMinGemmRows) {
+    // Chunks of activation rows small enough to stay in cache while every row block of W passes.
+    const int64_t chunk = std::max<int64_t>(8, int64_t(256 << 10) / int64_t(stride) / 8 * 8);
+#pragma omp parallel num_threads(nt)
+    for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+      const int64_t nc = std::min(chunk, n - c0);
+      for_my_rows(rows, [&](int64_t r0, int64_t r1) {
+        k.gemm(W, row_bytes, A + size_t(c0) * stride, stride, nc, Y + c0 * rows, rows, r0, r1, cols);
+      });
+    }
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  for (int64_t t = 0; t < n; ++t)
+    for_my_rows(rows, [&](int64_t r0, int64_t r1) { k.gemv(W, row_bytes, A + size_t(t) * stride, Y + t * rows, r0, r1, cols); });
+}
+
+void weight_row_to_f32(DType dtype, const void* row, float* y, int64_t cols) {
+  if (dtype == DType::F32) {
+    std::memcpy(y, row, size_t(cols) * sizeof(float));
+  } else if (const WeightKernels* k = weight_kernels(dtype); k && k->dequant_row) {
+    k->dequant_row(row, y, cols);
+  } else if (dtype_info(dtype).block_elems > 1) {
+    quant_type(dtype).dequantize_row(row, y, cols);
+  } else {
+    convert_to_f32(dtype, row, y, size_t(cols));
   }
 }
 

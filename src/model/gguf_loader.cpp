@@ -3,9 +3,9 @@
 // Hyper-parameters come from the {arch}.* metadata keys, tensors go by llama.cpp's names
 // (token_embd.weight, blk.N.attn_q.weight, ...). GGUF stores a matrix of `rows` outputs by `cols`
 // inputs with ne = [cols, rows] (ggml lists the innermost size first), which is the row-major
-// [rows, cols] layout the engine reads, so F32 tensors are used in place from the mapping. F16,
-// BF16 and F64 tensors are widened into owned F32 buffers (the engine computes in FP32);
-// quantized types are refused until qforge has kernels for them.
+// [rows, cols] layout the engine reads, so matrices are used in place from the mapping in their
+// stored type (F32, F16, BF16 or a quantized block type): the kernels convert as they read. Vectors
+// (norms, biases) and any matrix type without a kernel (F64) are widened to owned F32 buffers.
 //
 // llama.cpp's converter reorders the rows of llama's Q and K projections (and their biases) so
 // that its rotary code can pair adjacent elements; the engine pairs element i with i + head_dim/2
@@ -20,6 +20,7 @@
 #include <set>
 
 #include "formats/gguf_internal.h"
+#include "kernels/weight_kernels.h"
 #include "model/rotary_permute.h"
 #include "qforge/error.h"
 #include "qforge/gguf.h"
@@ -50,7 +51,6 @@ class GgufBinder {
 
     Weight w;
     w.name = name;
-    w.dtype = DType::F32;
     w.rows = rows == 0 ? 1 : rows;
     w.cols = cols;
     const size_t n = size_t(w.rows) * size_t(w.cols);
@@ -61,40 +61,37 @@ class GgufBinder {
     const bool quantized = dtype_info(*dtype).block_elems > 1;
     if (!quantized && !dtype_info(*dtype).is_float)
       fail("{}: ggml type {} is not a floating-point type", f_.tensor_origin(name), t->type_info().name);
-    // Until the engine has quantized kernels, quantized weights are dequantized to F32 at load.
-    auto widen = [&](const uint8_t* src, float* dst, size_t count) {
-      if (quantized)
-        quant_type(*dtype).dequantize_row(src, dst, int64_t(count));
-      else
-        convert_to_f32(*dtype, src, dst, count);
-    };
 
     // Element reads need natural alignment; a file with general.alignment 1 may not give it.
     const uint8_t* bytes = t->data;
-    std::vector<uint64_t> realigned;
     const size_t align = quantized ? 4 : dtype_info(*dtype).block_bytes;
     if (reinterpret_cast<uintptr_t>(bytes) % align != 0) {
-      realigned.resize(size_t((t->nbytes + 7) / 8));
-      std::memcpy(realigned.data(), bytes, size_t(t->nbytes));
-      bytes = reinterpret_cast<const uint8_t*>(realigned.data());
+      uint8_t* copy = m_.own_bytes(size_t(t->nbytes));
+      std::memcpy(copy, bytes, size_t(t->nbytes));
+      bytes = copy;
     }
-    if (*dtype == DType::F32 && permute_heads == 0 && bytes == t->data) {
-      w.data = t->data;  // used in place
+    // Matrices stay in their stored type when a kernel reads it; vectors (norms, biases) are F32.
+    const bool native = rows != 0 && (*dtype == DType::F32 || kernels::weight_kernels(*dtype));
+    if (native) {
+      w.dtype = *dtype;
+      if (permute_heads == 0) {
+        w.data = bytes;
+      } else {
+        uint8_t* dst = m_.own_bytes(size_t(t->nbytes));
+        adjacent_pairs_to_rotate_half_rows(bytes, dst, permute_heads, int(w.rows / permute_heads), w.row_bytes());
+        w.data = dst;
+      }
       return w;
     }
+    w.dtype = DType::F32;
     float* dst = m_.own(n);
-    if (permute_heads == 0) {
-      widen(bytes, dst, n);
-    } else {
-      std::vector<float> widened;
-      const float* src = reinterpret_cast<const float*>(bytes);
-      if (*dtype != DType::F32) {
-        widened.resize(n);
-        widen(bytes, widened.data(), n);
-        src = widened.data();
-      }
-      adjacent_pairs_to_rotate_half(src, dst, permute_heads, int(w.rows / permute_heads), w.cols);
-    }
+    std::vector<float> widened(permute_heads ? n : 0);
+    float* out = permute_heads ? widened.data() : dst;
+    if (quantized)
+      dequantize_matrix(quant_type(*dtype), bytes, out, int64_t(n / size_t(w.cols)), w.cols);
+    else
+      convert_to_f32(*dtype, bytes, out, n);
+    if (permute_heads) adjacent_pairs_to_rotate_half(out, dst, permute_heads, int(w.rows / permute_heads), w.cols);
     w.data = dst;
     return w;
   }
@@ -276,9 +273,7 @@ void bind_gpt2(Model& m, GgufBinder& b) {
     Weight* parts[] = {&l.wq, &l.wk, &l.wv};
     Weight* biases[] = {&l.bq, &l.bk, &l.bv};
     for (int k = 0; k < 3; ++k) {
-      *parts[k] = qkv;
-      parts[k]->rows = E;
-      parts[k]->data = qkv.f32() + k * E * E;
+      *parts[k] = qkv.row_slice(k * E, E);
       *biases[k] = qkv_b;
       biases[k]->cols = E;
       biases[k]->data = qkv_b.f32() + k * E;

@@ -1,12 +1,13 @@
-// Hugging Face checkpoint directory -> Model. F32 weights are used in place from the mapped
-// safetensors files; F16/BF16 weights are widened to F32 (the FP32 engine's storage type) and
-// GPT-2's Conv1D weights, stored [in, out], are transposed to [out, in].
+// Hugging Face checkpoint directory -> Model. F32, F16 and BF16 matrices are used in place from the
+// mapped safetensors files (the kernels convert as they read); vectors are widened to F32, and
+// GPT-2's Conv1D weights, stored [in, out], are transposed to [out, in] into owned F32 buffers.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <cstring>
 #include <set>
 
+#include "kernels/weight_kernels.h"
 #include "qforge/error.h"
 #include "qforge/model.h"
 #include "qforge/safetensors.h"
@@ -49,6 +50,13 @@ class Binder {
     }
     if (!dtype_info(t.dtype).is_float)
       fail("model: {}: tensor '{}' has dtype {}, expected a float type", t.file, name, dtype_name(t.dtype));
+    // F16/BF16 matrices stay as stored (the kernels convert as they read); vectors become F32.
+    if (shape.size() == 2 && !transpose && kernels::weight_kernels(t.dtype) &&
+        reinterpret_cast<uintptr_t>(t.data) % dtype_info(t.dtype).block_bytes == 0) {
+      w.dtype = t.dtype;
+      w.data = t.data;
+      return w;
+    }
     float* dst = m_.own(n);
     if (!transpose) {
       convert_to_f32(t.dtype, t.data, dst, n);
@@ -143,9 +151,7 @@ void bind_gpt2(Model& m, Binder& b) {
     Weight* parts[] = {&l.wq, &l.wk, &l.wv};
     Weight* biases[] = {&l.bq, &l.bk, &l.bv};
     for (int k = 0; k < 3; ++k) {
-      *parts[k] = qkv;
-      parts[k]->rows = E;
-      parts[k]->data = qkv.f32() + k * E * E;
+      *parts[k] = qkv.row_slice(k * E, E);
       *biases[k] = qkv_b;
       biases[k]->cols = E;
       biases[k]->data = qkv_b.f32() + k * E;

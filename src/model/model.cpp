@@ -12,6 +12,16 @@ float* Model::own(size_t n) {
   return owned.back().get();
 }
 
+uint8_t* Model::own_bytes(size_t n) { return reinterpret_cast<uint8_t*>(own((n + sizeof(float) - 1) / sizeof(float))); }
+
+Weight Weight::row_slice(int64_t r0, int64_t n) const {
+  if (r0 < 0 || n < 0 || r0 + n > rows) fail("model: {}: rows [{}, {}) outside its {} rows", name, r0, r0 + n, rows);
+  Weight w = *this;
+  w.rows = n;
+  w.data = row(r0);
+  return w;
+}
+
 namespace {
 uint64_t bytes_of(const Weight& w) { return w ? dtype_bytes(w.dtype, uint64_t(w.rows * w.cols)) : 0; }
 

@@ -3,6 +3,7 @@
 // adjacent elements (2i, 2i+1), and their converters reorder the rows of the Q and K projections
 // (and Q/K biases) to suit. Importers of those formats undo that reordering.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace qforge {
@@ -11,5 +12,10 @@ namespace qforge {
 // moving row 2i of every head to row i and row 2i+1 to row i + head_dim/2. head_dim must be even.
 // A bias is the same with cols = 1.
 void adjacent_pairs_to_rotate_half(const float* src, float* dst, int n_heads, int head_dim, int64_t cols);
+// The same on rows of any storage type, each row_bytes long (quantized rows move as whole rows).
+void adjacent_pairs_to_rotate_half_rows(const uint8_t* src, uint8_t* dst, int n_heads, int head_dim, size_t row_bytes);
+// The inverse, as llama.cpp's converter writes Q and K: row i of a head goes to row 2i (i < half)
+// or 2(i - half) + 1.
+void rotate_half_to_adjacent_pairs_rows(const uint8_t* src, uint8_t* dst, int n_heads, int head_dim, size_t row_bytes);
 
 }  // namespace qforge

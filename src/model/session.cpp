@@ -90,7 +90,7 @@ struct Session::Impl {
   }
 
   void mm(const Weight& w, const float* in, int64_t n, float* out) {
-    kernels::matmul_f32(w.f32(), w.rows, w.cols, in, n, out, n_threads);
+    kernels::matmul(w.dtype, w.data, size_t(w.row_bytes()), w.rows, w.cols, in, n, out, n_threads);
   }
 
   // Causal attention of n new tokens (positions p0..p0+n-1) against the cache of layer il.
@@ -217,11 +217,12 @@ struct Session::Impl {
   // Runs one batch of n tokens starting at position p0; writes logits of the last `n_out` tokens
   // of the batch (n or 1) to dst.
   void forward(const int* tokens, int64_t n, int p0, bool all, float* dst) {
-    const float* emb = m.tok_embd.f32();
+    const Weight& emb = m.tok_embd;
     for (int64_t t = 0; t < n; ++t) {
-      std::copy_n(emb + int64_t(tokens[t]) * E, E, x.data() + t * E);
+      kernels::weight_row_to_f32(emb.dtype, emb.row(tokens[t]), x.data() + t * E, E);
       if (m.pos_embd) {
-        const float* pe = m.pos_embd.f32() + int64_t(p0 + t) * E;
+        float* pe = xb.data();  // free until the first layer
+        kernels::weight_row_to_f32(m.pos_embd.dtype, m.pos_embd.row(p0 + t), pe, E);
         for (int64_t i = 0; i < E; ++i) x[size_t(t * E + i)] += pe[i];
       }
     }
