@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   cli::register_inspect(app);
   cli::register_generate(app);
   cli::register_perplexity(app);
+  cli::register_quantize(app);
   cli::register_synth(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,238 @@
+// quantize_model: the streaming loop shared by every output format. Each output tensor is read
+// from the (mapped) source in chunks of rows, converted to F32 row by row, quantized to its target
+// type in parallel and handed to the format's writer; the source pages are then released, so the
+// resident set stays at about one chunk plus one tensor's pages whatever the model's size.
+#include "quant/quantize_model.h"
+
+#include <fmt/format.h>
+#include <omp.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <mutex>
+
+#include "qforge/error.h"
+
+namespace qforge {
+
+namespace {
+
+// Rows per chunk: about 16 MiB of F32 input, never less than one row.
+int64_t chunk_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t(16) << 20) / int64_t(sizeof(float)) / cols); }
+
+// Hints the kernel that the source pages of a finished tensor may go. MADV_PAGEOUT never changes
+// contents (unlike MADV_DONTNEED on anonymous memory), so it is safe on owned buffers too.
+void release_source(const ExportTensor& t) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = 4096;
+  for (const Weight& w : t.parts) {
+    if (!w) continue;
+    const uintptr_t b = reinterpret_cast<uintptr_t>(w.data) & ~(page - 1);
+    const uintptr_t e = reinterpret_cast<uintptr_t>(w.data) + w.nbytes();
+    madvise(reinterpret_cast<void*>(b), size_t(e - b), MADV_PAGEOUT);
+  }
+#endif
+}
+
+}  // namespace
+
+void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vector<const QuantType*>& types,
+                      TensorSink& sink, const QuantizeOptions& opt) {
+  const auto t_start = std::chrono::steady_clock::now();
+  uint64_t total = 0, done = 0;
+  for (const ExportTensor& t : tensors) total += t.n_weights();
+  const int nt = std::max(1, opt.n_threads);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ExportTensor& t = tensors[i];
+    const QuantType& q = *types[i];
+    const int64_t rows = t.stored_rows(), cols = t.stored_cols();
+    const uint64_t out_row = q.row_bytes(cols);
+    std::vector<float> whole;
+    if (t.transpose) whole = t.materialize_f32();
+    const int64_t chunk = std::min(rows, chunk_rows(cols));
+    std::vector<uint8_t> out(size_t(chunk) * out_row);
+    std::vector<float> in(size_t(chunk) * size_t(cols));
+    auto report = [&] {
+      if (!opt.on_progress) return;
+      QuantizeProgress p;
+      p.index = i;
+      p.count = tensors.size();
+      p.name = &t.name;
+      p.type = q.name;
+      p.weights_done = done;
+      p.weights_total = total;
+      p.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      opt.on_progress(p);
+    };
+    report();
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t nr = std::min(chunk, rows - r0);
+      std::exception_ptr error;
+      std::mutex error_mu;
+      const int threads = nr * cols < (int64_t(1) << 16) ? 1 : nt;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+      for (int64_t r = 0; r < nr; ++r) {
+        try {
+          float* x = t.transpose ? whole.data() + (r0 + r) * cols : in.data() + r * cols;
+          if (!t.transpose) t.row_f32(r0 + r, x);
+          q.quantize_row(x, out.data() + size_t(r) * out_row, cols, nullptr);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (!error) error = std::current_exception();
+        }
+      }
+      if (error) {
+        try {
+          std::rethrow_exception(error);
+        } catch (const Error& e) {
+          throw Error(e.kind(), fmt::format("quantize: tensor '{}' to {}: {}", t.name, q.name, e.what()));
+        }
+      }
+      sink.write(out.data(), size_t(nr) * out_row);
+      done += uint64_t(nr) * uint64_t(cols);
+      report();
+    }
+    release_source(t);
+  }
+}
+
+}  // namespace qforge
+
+// ---- formats ----------------------------------------------------------------------------------
+#include <filesystem>
+
+#include "qforge/gguf_writer.h"
+#include "qforge/safetensors.h"
+
+namespace qforge {
+
+namespace {
+
+class GgufSink : public TensorSink {
+ public:
+  explicit GgufSink(GgufWriter& w) : w_(w) {}
+  void write(const void* data, size_t n) override { w_.write(data, n); }
+
+ private:
+  GgufWriter& w_;
+};
+
+std::string model_name(const Model& m) {
+  std::filesystem::path p(m.source_path);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.stem().string();
+}
+
+uint64_t file_or_dir_size(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return fs::file_size(path, ec);
+  uint64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(path, ec))
+    if (e.is_regular_file(ec)) n += e.file_size(ec);
+  return n;
+}
+
+void check_source(const Model& m, const std::vector<ExportTensor>& tensors, const QuantizeOptions& opt) {
+  if (opt.allow_requantize) return;
+  for (const ExportTensor& t : tensors)
+    if (dtype_info(t.src_dtype()).block_elems > 1)
+      fail("quantize: {}: tensor '{}' is already quantized ({}); quantizing it again compounds the error. "
+           "Start from the f32/f16/bf16 model, or pass --allow-requantize",
+           m.source_path, t.name, dtype_name(t.src_dtype()));
+}
+
+QuantizedTensor describe(const ExportTensor& t, const QuantType& q, std::string note) {
+  QuantizedTensor d;
+  d.name = t.name;
+  d.src_type = dtype_name(t.src_dtype());
+  d.type = q.name;
+  d.shape = t.shape();
+  d.n_weights = t.n_weights();
+  for (const Weight& w : t.parts) d.src_bytes += w.nbytes();
+  d.bytes = q.row_bytes(t.stored_cols()) * uint64_t(t.stored_rows());
+  d.note = std::move(note);
+  return d;
+}
+
+struct TensorTypePlan {
+  std::vector<const QuantType*> types;
+  std::vector<std::string> notes;
+  uint32_t file_type = 0;
+};
+
+// Interim plan (plain types only) until the llama.cpp mix rules land.
+TensorTypePlan plan_types(const Model&, const std::vector<ExportTensor>& tensors, const std::string& type,
+                          const std::vector<std::string>& keep, bool hf) {
+  const QuantType* q = find_quant_type(type);
+  if (!q) fail("quantize: --type {}: unknown type", type);
+  TensorTypePlan p;
+  const QuantType& f32 = quant_type(DType::F32);
+  for (const ExportTensor& t : tensors) {
+    if (t.vector) {
+      p.types.push_back(&f32);
+      p.notes.push_back("");
+    } else if (t.stored_cols() % q->block_elems != 0) {
+      p.types.push_back(&quant_type(DType::F16));
+      p.notes.push_back(fmt::format("row length {} is not a multiple of {}'s block of {}: f16", t.stored_cols(),
+                                    q->name, q->block_elems));
+    } else {
+      p.types.push_back(q);
+      p.notes.push_back("");
+    }
+  }
+  p.file_type = q->ggml_type >= 0 && !hf ? gguf_file_type_for(uint32_t(q->ggml_type)) : 0;
+  (void)keep;
+  return p;
+}
+
+}  // namespace
+
+void SafetensorsSinkAdapter::write(const void* data, size_t n) { w_.write(data, n); }
+
+QuantizeReport quantize_model(const Model& m, const std::string& out_path, const QuantizeOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool hf = opt.format == QuantizeFormat::Hf;
+  std::vector<ExportTensor> tensors = hf ? hf_export_tensors(m) : gguf_export_tensors(m);
+  check_source(m, tensors, opt);
+  const TensorTypePlan plan = plan_types(m, tensors, opt.type, opt.keep, hf);
+
+  QuantizeReport r;
+  r.output = out_path;
+  r.format = hf ? "hf" : "gguf";
+  r.type = opt.type;
+  std::vector<const QuantType*> types;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    types.push_back(plan.types[i]);
+    r.tensors.push_back(describe(tensors[i], *plan.types[i], plan.notes[i]));
+    r.n_weights += tensors[i].n_weights();
+    r.src_weight_bytes += r.tensors.back().src_bytes;
+    r.out_weight_bytes += r.tensors.back().bytes;
+  }
+  r.src_file_bytes = m.size_on_disk;
+
+  if (!hf) {
+    GgufWriter w(out_path);
+    write_model_metadata(w, m.cfg, m.tokenizer.get(), model_name(m), plan.file_type);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const ExportTensor& t = tensors[i];
+      if (types[i]->ggml_type == kNoGgmlType)
+        fail("quantize: {}: {} has no GGUF type id; GGUF output cannot hold it", t.name, types[i]->name);
+      std::vector<uint64_t> ne = {uint64_t(t.cols)};
+      if (!t.vector) ne.push_back(uint64_t(t.rows));
+      w.add_tensor(t.name, uint32_t(types[i]->ggml_type), ne);
+    }
+    GgufSink sink(w);
+    stream_quantized(tensors, types, sink, opt);
+    w.commit();
+  } else {
+    write_hf_directory(m, out_path, tensors, types, opt);
+  }
+  r.out_file_bytes = file_or_dir_size(out_path);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace qforge
