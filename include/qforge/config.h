@@ -1,6 +1,7 @@
 // Model hyper-parameters, read from a Hugging Face config.json (or filled by other importers).
 #pragma once
 #include <string>
+#include <vector>
 
 namespace qforge {
 
@@ -8,7 +9,10 @@ enum class Arch { Llama, GPT2 };
 enum class Activation { SiLU, GeluTanh, Gelu };
 
 struct RopeScaling {
-  enum class Type { None, Linear, Llama3 } type = Type::None;
+  // Factors: per-frequency divisors given as such (a GGUF file's rope_freqs.weight, which is how
+  // llama.cpp stores Llama 3 scaling).
+  enum class Type { None, Linear, Llama3, Factors } type = Type::None;
+  std::vector<float> freq_factors;  // Factors: head_dim / 2 divisors of the rotary frequencies
   float factor = 1.0f;
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;

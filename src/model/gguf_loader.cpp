@@ -37,6 +37,7 @@ class GgufBinder {
   GgufBinder(Model& m, const GgufFile& f) : m_(m), f_(f) {}
 
   const GgufTensor* find(const std::string& name) const { return f_.find_tensor(name); }
+  std::string origin(const std::string& name) const { return f_.tensor_origin(name); }
 
   // `name` as an F32 weight of rows x cols (rows == 0: a vector of cols), checked against that
   // shape. permute_heads > 0 reorders rows from adjacent-pair rotary order (see file comment).
@@ -104,10 +105,6 @@ class GgufBinder {
   void check_all_used(const std::string& arch) const {
     for (const auto& t : f_.tensors()) {
       if (used_.count(t.name)) continue;
-      if (t.name == "rope_freqs.weight")
-        fail_unsupported("{}: per-dimension rotary frequency factors (llama 3.1-style rope scaling) are not "
-                         "supported yet",
-                         f_.tensor_origin(t.name));
       fail_unsupported("{}: not used by qforge's {} model (an architecture variant qforge does not implement)",
                        f_.tensor_origin(t.name), arch);
     }
@@ -255,6 +252,15 @@ void bind_llama(Model& m, GgufBinder& b) {
     }
   }
   m.out_norm = b.bind("output_norm.weight", 0, E);
+  // Llama 3-style rope scaling: llama.cpp keeps the per-frequency divisors in a tensor.
+  if (b.find("rope_freqs.weight")) {
+    const Weight f = b.bind("rope_freqs.weight", 0, c.head_dim / 2);
+    for (int64_t i = 0; i < f.cols; ++i)
+      if (!(f.f32()[i] > 0) || !std::isfinite(f.f32()[i]))
+        fail("{}: factor {} is {}, not a positive number", b.origin("rope_freqs.weight"), i, f.f32()[i]);
+    m.cfg.rope_scaling.type = RopeScaling::Type::Factors;
+    m.cfg.rope_scaling.freq_factors.assign(f.f32(), f.f32() + f.cols);
+  }
 }
 
 void bind_gpt2(Model& m, GgufBinder& b) {

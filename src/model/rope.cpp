@@ -2,15 +2,22 @@
 
 #include <cmath>
 
+#include "qforge/error.h"
+
 namespace qforge {
 
-Rope::Rope(const ModelConfig& c) : head_dim_(c.head_dim), inv_freq_(size_t(c.head_dim / 2)) {
+std::vector<double> rope_frequency_divisors(const ModelConfig& c) {
   const int half = c.head_dim / 2;
   const auto& rs = c.rope_scaling;
+  std::vector<double> div(size_t(half), 1.0);
   for (int i = 0; i < half; ++i) {
-    double f = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim));
+    const double f = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim));
     if (rs.type == RopeScaling::Type::Linear) {
-      f /= rs.factor;
+      div[size_t(i)] = rs.factor;
+    } else if (rs.type == RopeScaling::Type::Factors) {
+      if (rs.freq_factors.size() != size_t(half))
+        fail("rope: {} frequency factors for a head size of {} (want {})", rs.freq_factors.size(), c.head_dim, half);
+      div[size_t(i)] = rs.freq_factors[size_t(i)];
     } else if (rs.type == RopeScaling::Type::Llama3) {
       // Long wavelengths are slowed by `factor`, short ones kept, the band between interpolated.
       const double old_ctx = rs.original_max_position_embeddings;
@@ -18,14 +25,20 @@ Rope::Rope(const ModelConfig& c) : head_dim_(c.head_dim), inv_freq_(size_t(c.hea
       const double high_wavelen = old_ctx / rs.high_freq_factor;
       const double wavelen = 2.0 * M_PI / f;
       if (wavelen > low_wavelen) {
-        f /= rs.factor;
+        div[size_t(i)] = rs.factor;
       } else if (wavelen >= high_wavelen) {
         const double smooth = (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
-        f = (1.0 - smooth) * f / rs.factor + smooth * f;
+        div[size_t(i)] = f / ((1.0 - smooth) * f / rs.factor + smooth * f);
       }
     }
-    inv_freq_[size_t(i)] = f;
   }
+  return div;
+}
+
+Rope::Rope(const ModelConfig& c) : head_dim_(c.head_dim), inv_freq_(size_t(c.head_dim / 2)) {
+  const std::vector<double> div = rope_frequency_divisors(c);
+  for (int i = 0; i < c.head_dim / 2; ++i)
+    inv_freq_[size_t(i)] = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim)) / div[size_t(i)];
 }
 
 void Rope::apply(float* x, int n_heads, int pos) const {

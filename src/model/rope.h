@@ -7,6 +7,10 @@
 
 namespace qforge {
 
+// What each of the head_dim / 2 rotary frequencies is divided by under the model's rope scaling
+// (all 1 without scaling). GGUF writers store these as rope_freqs.weight for Llama 3 scaling.
+std::vector<double> rope_frequency_divisors(const ModelConfig& c);
+
 class Rope {
  public:
   explicit Rope(const ModelConfig& c);

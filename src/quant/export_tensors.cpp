@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/matmul.h"
+#include "model/rope.h"
 #include "qforge/error.h"
 
 namespace qforge {
@@ -55,6 +57,10 @@ ExportTensor stacked(std::string name, std::vector<Weight> parts, int layer, boo
 }  // namespace
 
 void ExportTensor::row_f32(int64_t r, float* y) const {
+  if (!values.empty()) {
+    std::copy(values.begin(), values.end(), y);
+    return;
+  }
   if (vector) {
     int64_t off = 0;
     for (const Weight& w : parts) {
@@ -99,6 +105,17 @@ std::vector<ExportTensor> gguf_export_tensors(const Model& m) {
   std::vector<ExportTensor> out;
   out.push_back(matrix("token_embd.weight", m.tok_embd, -1));
   if (c.arch == Arch::GPT2) out.push_back(matrix("position_embd.weight", m.pos_embd, -1));
+  // llama.cpp reads Llama 3-style rope scaling from per-frequency divisors in a tensor.
+  if (c.arch == Arch::Llama &&
+      (c.rope_scaling.type == RopeScaling::Type::Llama3 || c.rope_scaling.type == RopeScaling::Type::Factors)) {
+    ExportTensor t;
+    t.name = "rope_freqs.weight";
+    t.vector = true;
+    t.rows = 1;
+    t.cols = c.head_dim / 2;
+    for (double d : rope_frequency_divisors(c)) t.values.push_back(float(d));
+    out.push_back(std::move(t));
+  }
   for (int i = 0; i < c.n_layer; ++i) {
     const LayerWeights& l = m.layers[size_t(i)];
     auto name = [i](const char* what) { return fmt::format("blk.{}.{}", i, what); };

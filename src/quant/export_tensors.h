@@ -19,6 +19,7 @@ struct ExportTensor {
   // >0: the output is in adjacent-pair rotary order with this many heads (llama Q/K in GGUF).
   int permute_heads = 0;
   bool transpose = false;     // GPT-2 Conv1D in Hugging Face files: stored [cols, rows]
+  std::vector<float> values;  // a computed vector instead of parts (GGUF rope_freqs.weight)
 
   // Rows as stored in the output and their length (transposed: cols rows of `rows` values).
   int64_t stored_rows() const { return transpose ? cols : rows; }
@@ -29,7 +30,7 @@ struct ExportTensor {
   // The whole stored tensor as F32 (small tensors and transposed ones).
   std::vector<float> materialize_f32() const;
   // The source's storage type (of the first part).
-  DType src_dtype() const { return parts.front().dtype; }
+  DType src_dtype() const { return parts.empty() ? DType::F32 : parts.front().dtype; }
   uint64_t n_weights() const { return uint64_t(rows) * uint64_t(cols); }
   std::vector<int64_t> shape() const {  // outermost first, as stored
     if (vector) return {cols};

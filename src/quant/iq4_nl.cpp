@@ -1,10 +1,6 @@
 // iq4_nl: 4-bit non-linear quantization in blocks of 32 (ggml type 20).
 //
-// Block (18 bytes for 32 weights = 4.5 bits per weight):
-//   bytes 0-1:  d, f16 scale
-//   bytes 2-17: nibbles; byte j holds q[j] in bits 0-3 and q[j+16] in bits 4-7
-// Weight i = d * kLevels[q[i]]: 16 fixed levels, denser near zero, that fit the bell-shaped
-// distribution of trained weights better than an even grid does.
+// Block layout: BlockIQ4_NL in quant/blocks_32.h.
 //
 // Quantization (the search llama.cpp's quantize_iq4_nl runs, so the bytes match it): the weight of
 // largest magnitude m is first put on the level -127 (d = m / 127); every weight then takes its
@@ -14,19 +10,14 @@
 // importance vector importance * sqrt(sigma2 + x^2) (sigma2: twice the block's mean square).
 #include <cmath>
 
+#include "quant/blocks_32.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
 
 namespace {
 constexpr int kBlock = 32;
-constexpr float kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-struct BlockIQ4_NL {
-  uint16_t d;
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockIQ4_NL) == 18, "iq4_nl block must match ggml's block_iq4_nl");
+constexpr const float* kLevels = kIQ4NLLevels;  // the 16 levels, ascending
 
 // Weighted normal-equation sums when every weight takes its nearest level at inverse scale `inv`.
 void level_sums(const float* x, const float* w, float inv, float* sum_wqx, float* sum_wqq) {

@@ -1,12 +1,9 @@
 // nf4: bitsandbytes' 4-bit NormalFloat (QLoRA), blocks of 64 with an absmax scale. qforge-only (ggml
 // has no such type).
 //
-// Block (36 bytes for 64 weights = 4.5 bits per weight):
-//   bytes 0-3:  absmax, f32: the largest |x| of the block
-//   bytes 4-35: 32 bytes of nibbles; byte j holds code[2j] in bits 4-7 and code[2j+1] in bits 0-3
-//               (bitsandbytes packs the first of each pair into the high nibble)
-// Weight i = absmax * kNf4[code[i]], kNf4 being 16 levels at quantiles of a normal distribution,
-// scaled to [-1, 1] with an exact zero.
+// Block layout (BlockNF4, 36 bytes for 64 weights): src/quant/block_nf4.h. Weight i =
+// absmax * kNf4[code[i]], kNf4 being 16 levels at quantiles of a normal distribution, scaled to
+// [-1, 1] with an exact zero.
 //
 // Quantization follows bitsandbytes' reference (its "default" backend): each weight is multiplied by
 // 1 / absmax, clamped to [-1, 1] and given the nearest level (ties to the lower level). An all-zero
@@ -23,6 +20,7 @@
 
 #include "qforge/error.h"
 #include "qforge/quant.h"
+#include "quant/block_nf4.h"
 #include "quant/quant_util.h"
 
 namespace qforge {
@@ -47,12 +45,6 @@ constexpr float kNf4[16] = {-1.0f,
                             0.7229568362236023f,
                             1.0f};
 constexpr int kNf4Zero = 7;
-
-struct BlockNF4 {
-  float absmax;
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockNF4) == 36, "nf4 block: f32 absmax + 32 bytes of nibbles");
 
 // Index of the entry of `code` nearest to v, the first one on ties (torch.argmin's rule).
 int nearest_first(const float* code, int size, float v) {

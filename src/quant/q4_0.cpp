@@ -1,9 +1,6 @@
 // q4_0: 4-bit symmetric quantization in blocks of 32 (ggml type 2).
 //
-// Block (18 bytes for 32 weights = 4.5 bits per weight):
-//   bytes 0-1:  d, f16 scale
-//   bytes 2-17: 16 bytes of nibbles; byte j holds q[j] in bits 0-3 and q[j+16] in bits 4-7
-// Weight i = d * (q[i] - 8), q in 0..15.
+// Block layout: BlockQ4_0 in quant/blocks_32.h.
 //
 // Without importance: the weight of largest magnitude m is mapped to -8 (d = m / -8), which uses the
 // grid's extra negative level for whichever sign m has; q = floor(x / d + 8.5) capped at 15 — ggml's
@@ -12,17 +9,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/blocks_32.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
 
 namespace {
 constexpr int kBlock = 32;
-struct BlockQ4_0 {
-  uint16_t d;
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockQ4_0) == 18, "q4_0 block must match ggml's block_q4_0");
 
 void pack_nibbles(const uint8_t* q, uint8_t* qs) {
   for (int j = 0; j < kBlock / 2; ++j) qs[j] = uint8_t(q[j] | (q[j + kBlock / 2] << 4));

@@ -1,28 +1,19 @@
 // q4_1: 4-bit affine quantization (scale and min) in blocks of 32 (ggml type 3).
 //
-// Block (20 bytes for 32 weights = 5 bits per weight):
-//   bytes 0-1:  d, f16 scale
-//   bytes 2-3:  m, f16 min
-//   bytes 4-19: nibbles; byte j holds q[j] in bits 0-3 and q[j+16] in bits 4-7
-// Weight i = d * q[i] + m, q in 0..15.
+// Block layout: BlockQ4_1 in quant/blocks_32.h.
 //
 // Without importance: m = min(x), d = (max - min) / 15, q = floor((x - m) / d + 0.5) capped at 15
 // (ggml's reference rule; identical bytes). With importance: weighted search over scale and min.
 #include <algorithm>
 #include <cfloat>
 
+#include "quant/blocks_32.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
 
 namespace {
 constexpr int kBlock = 32;
-struct BlockQ4_1 {
-  uint16_t d;
-  uint16_t m;
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockQ4_1) == 20, "q4_1 block must match ggml's block_q4_1");
 
 void pack_nibbles(const uint8_t* q, uint8_t* qs) {
   for (int j = 0; j < kBlock / 2; ++j) qs[j] = uint8_t(q[j] | (q[j + kBlock / 2] << 4));

@@ -1,28 +1,19 @@
 // q5_0: 5-bit symmetric quantization in blocks of 32 (ggml type 6).
 //
-// Block (22 bytes for 32 weights = 5.5 bits per weight):
-//   bytes 0-1:   d, f16 scale
-//   bytes 2-5:   qh, u32 little-endian: bit i = bit 4 of q[i]
-//   bytes 6-21:  low nibbles; byte j holds bits 0-3 of q[j] (bits 0-3) and of q[j+16] (bits 4-7)
-// Weight i = d * (q[i] - 16), q in 0..31.
+// Block layout: BlockQ5_0 in quant/blocks_32.h.
 //
 // Without importance: d = m / -16 for the weight m of largest magnitude and q = floor(x / d + 16.5)
 // capped at 31 (ggml's reference rule; identical bytes). With importance: weighted scale search.
 #include <cmath>
 #include <cstring>
 
+#include "quant/blocks_32.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
 
 namespace {
 constexpr int kBlock = 32;
-struct BlockQ5_0 {
-  uint16_t d;
-  uint8_t qh[4];
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockQ5_0) == 22, "q5_0 block must match ggml's block_q5_0");
 
 void pack_5bit(const uint8_t* q, BlockQ5_0* blk) {
   uint32_t high = 0;

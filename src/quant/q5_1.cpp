@@ -1,11 +1,6 @@
 // q5_1: 5-bit affine quantization (scale and min) in blocks of 32 (ggml type 7).
 //
-// Block (24 bytes for 32 weights = 6 bits per weight):
-//   bytes 0-1:   d, f16 scale
-//   bytes 2-3:   m, f16 min
-//   bytes 4-7:   qh, u32 little-endian: bit i = bit 4 of q[i]
-//   bytes 8-23:  low nibbles; byte j holds bits 0-3 of q[j] (bits 0-3) and of q[j+16] (bits 4-7)
-// Weight i = d * q[i] + m, q in 0..31.
+// Block layout: BlockQ5_1 in quant/blocks_32.h.
 //
 // Without importance: m = min(x), d = (max - min) / 31, q = floor((x - m) / d + 0.5) (ggml's reference
 // rule; identical bytes). With importance: weighted search over scale and min.
@@ -13,19 +8,13 @@
 #include <cfloat>
 #include <cstring>
 
+#include "quant/blocks_32.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
 
 namespace {
 constexpr int kBlock = 32;
-struct BlockQ5_1 {
-  uint16_t d;
-  uint16_t m;
-  uint8_t qh[4];
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockQ5_1) == 24, "q5_1 block must match ggml's block_q5_1");
 
 void pack_5bit(const uint8_t* q, BlockQ5_1* blk) {
   uint32_t high = 0;

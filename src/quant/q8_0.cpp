@@ -1,23 +1,18 @@
 // q8_0: 8-bit symmetric quantization in blocks of 32 (ggml type 8).
 //
-// Block (34 bytes for 32 weights = 8.5 bits per weight):
-//   bytes 0-1:  d, f16 scale
-//   bytes 2-33: q[0..31], int8; weight i = d * q[i]
+// Block layout: BlockQ8_0 in quant/blocks_32.h.
+//
 // d = max|x| / 127 and q = round(x / d) with ties away from zero: the same rounding as ggml's
 // reference quantizer, so the bytes match llama.cpp's exactly.
 #include <cmath>
 
+#include "quant/blocks_32.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
 
 namespace {
 constexpr int kBlock = 32;
-struct BlockQ8_0 {
-  uint16_t d;
-  int8_t q[kBlock];
-};
-static_assert(sizeof(BlockQ8_0) == 34, "q8_0 block must match ggml's block_q8_0");
 }  // namespace
 
 void quantize_q8_0(const float* x, void* vy, int64_t n, const float* importance) {

@@ -43,7 +43,7 @@ nlohmann::ordered_json config_from(const ModelConfig& c) {
     if (c.rope_scaling.type == RopeScaling::Type::Linear)
       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling.factor}};
     else if (c.rope_scaling.type != RopeScaling::Type::None)
-      fail_unsupported("quantize: {}: writing this model's rope scaling to config.json is not supported", "config");
+      fail_unsupported("quantize: {}: rope scaling given as per-frequency factors (GGUF rope_freqs.weight) has no config.json form; write GGUF instead", "config.json");
   }
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;

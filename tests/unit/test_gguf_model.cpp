@@ -9,6 +9,7 @@
 #include <map>
 #include <span>
 
+#include "kernels/matmul.h"
 #include "qforge/dtype.h"
 #include "qforge/error.h"
 #include "qforge/gguf.h"
@@ -201,19 +202,24 @@ GgufBuilder llama_gguf(const Model& m, uint32_t type) {
   return b;
 }
 
-// Every value of `got` equals `want` rounded through the ggml type.
+// Every value of `got` (in whatever type it is kept) equals `want` rounded through the ggml type.
 void expect_rounded_equal(const Weight& got, const Weight& want, uint32_t type, const std::string& what) {
   ASSERT_EQ(got.rows, want.rows) << what;
   ASSERT_EQ(got.cols, want.cols) << what;
   int bad = 0;
-  for (int64_t k = 0; k < want.rows * want.cols; ++k) {
-    const float x = want.f32()[k];
-    const float r = type == kGgmlTypeF16 ? f16_to_f32(f32_to_f16(x)) : type == kGgmlTypeBF16 ? bf16_to_f32(f32_to_bf16(x)) : x;
-    if (got.f32()[k] != r && bad++ < 3) ADD_FAILURE() << what << " element " << k << ": " << got.f32()[k] << " != " << r;
+  std::vector<float> row(static_cast<size_t>(got.cols));
+  for (int64_t r = 0; r < got.rows; ++r) {
+    kernels::weight_row_to_f32(got.dtype, got.row(r), row.data(), got.cols);
+    for (int64_t c = 0; c < got.cols; ++c) {
+      const float x = want.f32()[r * got.cols + c];
+      const float e = type == kGgmlTypeF16 ? f16_to_f32(f32_to_f16(x)) : type == kGgmlTypeBF16 ? bf16_to_f32(f32_to_bf16(x)) : x;
+      if (row[size_t(c)] != e && bad++ < 3)
+        ADD_FAILURE() << what << " row " << r << " col " << c << ": " << row[size_t(c)] << " != " << e;
+    }
   }
 }
 
-TEST(GgufModel, HalfPrecisionLlamaWeightsAreWidenedAndReordered) {
+TEST(GgufModel, HalfPrecisionLlamaWeightsAreKeptAndReordered) {
   const auto hf = load(stories_hf());
   test::TempDir dir;
   for (uint32_t type : {kGgmlTypeF32, kGgmlTypeF16, kGgmlTypeBF16}) {
@@ -437,8 +443,10 @@ TEST(GgufModel, BadModelFiles) {
   }
   {
     TinyLlama t;
-    t.tensors["rope_freqs.weight"] = {{2}, 0};
-    EXPECT_CONTAINS(load_error(t, ErrorKind::Unsupported), "tensor 'rope_freqs.weight': per-dimension rotary");
+    t.tensors["rope_freqs.weight"] = {{3}, 0};
+    EXPECT_CONTAINS(load_error(t), "tensor 'rope_freqs.weight': shape [3] (outermost first), expected [8]");
+    t.tensors["rope_freqs.weight"] = {{8}, 0};  // the builder fills -0.2, 0.x, ...: a negative divisor is hostile
+    EXPECT_CONTAINS(load_error(t), "tensor 'rope_freqs.weight': factor 0 is -0.2, not a positive number");
   }
   {
     TinyLlama t;
@@ -492,7 +500,7 @@ TEST(GgufModel, LinearRopeScalingIsRead) {
 namespace qforge {
 namespace {
 
-// ---- quantized GGUF weights (dequantized to F32 at load until quantized kernels exist) ---------
+// ---- quantized GGUF weights (kept quantized in memory; their rows dequantize to the round trip) --
 
 // A weight row-quantized to a ggml block type, rows in llama.cpp's rotary order when n_heads > 0.
 std::string quantized_bytes(const Weight& w, const QuantType& q, int n_heads) {
@@ -515,7 +523,7 @@ std::vector<float> round_trip(const Weight& w, const QuantType& q) {
   return out;
 }
 
-TEST(GgufModel, QuantizedWeightsLoadAsTheirDequantizedValues) {
+TEST(GgufModel, QuantizedWeightsLoadAsTheirQuantizedRows) {
   const auto hf = load(test::shared("models/tinystories-llama-7M-hf"));  // rows of 256 and 768
   const ModelConfig& c = hf->cfg;
   test::TempDir dir;
@@ -556,8 +564,13 @@ TEST(GgufModel, QuantizedWeightsLoadAsTheirDequantizedValues) {
       for (auto [got, want, what] : {std::tuple{&a.wq, &h.wq, "wq"}, {&a.wk, &h.wk, "wk"}, {&a.w_down, &h.w_down, "w_down"}}) {
         const std::vector<float> expect = round_trip(*want, q);
         ASSERT_EQ(got->rows * got->cols, int64_t(expect.size())) << what;
-        for (size_t k = 0; k < expect.size(); ++k)
-          ASSERT_EQ(got->f32()[k], expect[k]) << what << " layer " << i << " element " << k;
+        EXPECT_EQ(got->dtype, dt) << what << ": kept in the file's type, not widened";
+        std::vector<float> row(static_cast<size_t>(got->cols));
+        for (int64_t r = 0; r < got->rows; ++r) {
+          kernels::weight_row_to_f32(got->dtype, got->row(r), row.data(), got->cols);
+          for (int64_t k = 0; k < got->cols; ++k)
+            ASSERT_EQ(row[size_t(k)], expect[size_t(r * got->cols + k)]) << what << " layer " << i << " row " << r << " col " << k;
+        }
       }
     }
     // The quantized model still predicts like the original: the logits' error is small next to their spread.
