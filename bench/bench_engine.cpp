@@ -365,12 +365,14 @@ double read_matrices(const std::vector<const qforge::Weight*>& ws, int threads) 
   float total = 0;
   auto t0 = Clock::now();
   for (const auto* w : ws) {
-    const int64_t n = w->rows * w->cols;
+    // The stored bytes, whatever their type, read as floats: what matters is the bytes streamed.
+    const int64_t n = int64_t(w->nbytes() / sizeof(float));
+    const float* base = reinterpret_cast<const float*>(w->data);
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
       const int id = omp_get_thread_num(), nt = omp_get_num_threads();
       const int64_t lo = n * id / nt, hi = n * (id + 1) / nt;
-      total += avx2 ? sum_floats_avx2(w->f32() + lo, hi - lo) : sum_floats(w->f32() + lo, hi - lo);
+      total += avx2 ? sum_floats_avx2(base + lo, hi - lo) : sum_floats(base + lo, hi - lo);
     }
   }
   const double secs = seconds_since(t0);
@@ -385,7 +387,8 @@ double gemv_matrices(const qforge::Model& m, const std::vector<const qforge::Wei
   for (const auto* w : ws) max_rows = std::max(max_rows, w->rows);
   std::vector<float> y(static_cast<size_t>(max_rows));
   auto t0 = Clock::now();
-  for (const auto* w : ws) qforge::kernels::matmul_f32(w->f32(), w->rows, w->cols, x.data(), 1, y.data(), threads);
+  for (const auto* w : ws)
+    qforge::kernels::matmul(w->dtype, w->data, size_t(w->row_bytes()), w->rows, w->cols, x.data(), 1, y.data(), threads);
   return seconds_since(t0);
 }
 
@@ -453,6 +456,10 @@ class LayerGemm {
     A_.resize(static_cast<size_t>(m_ * max_k));
     for (auto& x : A_) x = u(rng);
     C_.resize(static_cast<size_t>(m_ * max_n));
+    // The SGEMM reference always multiplies F32 matrices of the model's shapes (random values when
+    // the model keeps its weights in another type).
+    B_.resize(static_cast<size_t>(max_k * max_n));
+    for (auto& x : B_) x = u(rng);
     for (const auto* w : mats_) flops_ += 2.0 * double(m_) * double(w->rows) * double(w->cols);
   }
   double flops() const { return flops_; }
@@ -463,7 +470,8 @@ class LayerGemm {
     for (const auto* w : mats_) {
       auto t0 = Clock::now();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m_), int(w->rows), int(w->cols), 1.0f, A_.data(),
-                  int(w->cols), w->f32(), int(w->cols), 0.0f, C_.data(), int(w->rows));
+                  int(w->cols), w->dtype == qforge::DType::F32 ? w->f32() : B_.data(), int(w->cols), 0.0f, C_.data(),
+                  int(w->rows));
       const double t = seconds_since(t0);
       total += t;
       if (by_shape)
@@ -476,7 +484,7 @@ class LayerGemm {
  private:
   std::vector<const qforge::Weight*> mats_;
   int64_t m_;
-  std::vector<float> A_, C_;
+  std::vector<float> A_, B_, C_;
   double flops_ = 0;
 };
 
