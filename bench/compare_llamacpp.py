@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""qforge against llama.cpp, side by side in one run (results go to bench/RESULTS.md).
+
+  quality  MODEL_DIR   GGUF interoperability and quantization quality on a small real model:
+           qforge writes f32 GGUF as the base; for each type both qforge and llama-quantize quantize
+           it; llama-perplexity and `qforge perplexity` score every file, and llama-perplexity's
+           KL divergence against the base judges both quantizations.
+  speed    HF_DIR      generation / prompt speed of qforge and llama-bench on the same GGUF files
+           (written once by qforge from HF_DIR), and quantization time of both tools.
+
+Needs a built llama.cpp (--llama-bin DIR with llama-quantize, llama-perplexity, llama-bench); it
+never downloads anything. Run on a quiet machine: `uptime` load well under the core count.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def run(cmd, stdout_only=False):
+    """Runs cmd; returns (its output, seconds). Exits with its stderr if it fails."""
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.monotonic() - t0
+    if p.returncode != 0:
+        sys.exit(f"compare: command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    return (p.stdout if stdout_only else p.stdout + p.stderr), dt
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def llama_ppl(args, model, ctx, chunks, extra=()):
+    out, _ = run([f"{args.llama_bin}/llama-perplexity", "-m", model, "-f", args.text, "-c", str(ctx), "--chunks",
+                  str(chunks), "-t", str(args.threads), *extra])
+    return out
+
+
+def parse_final_ppl(out):
+    m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", out)
+    return float(m.group(1)) if m else float("nan")
+
+
+def parse_kld(out):
+    def grab(pat):
+        m = re.search(pat, out)
+        return float(m.group(1)) if m else float("nan")
+    return {"ppl_q": grab(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)"), "ppl_base": grab(r"Mean PPL\(base\)\s*:\s*([0-9.]+)"),
+            "kld_mean": grab(r"Mean\s+KLD:\s*([0-9.]+)"), "kld_p99": grab(r"99\.0%\s+KLD:\s*([0-9.]+)"),
+            "same_top": grab(r"Same top p:\s*([0-9.]+)")}
+
+
+def qforge_ppl(args, model, ctx, chunks):
+    out, _ = run([args.qforge, "perplexity", model, "--text", args.text, "-c", str(ctx), "--chunks", str(chunks),
+                  "-t", str(args.threads), "--json"], stdout_only=True)
+    return last_json(out)["ppl"]
+
+
+LLAMA_NAMES = {"f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0",
+               "q5_1": "Q5_1", "q2_k": "Q2_K", "q3_k_s": "Q3_K_S", "q3_k_m": "Q3_K_M", "q3_k_l": "Q3_K_L",
+               "q4_k_s": "Q4_K_S", "q4_k_m": "Q4_K_M", "q5_k_s": "Q5_K_S", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K",
+               "iq4_nl": "IQ4_NL"}
+
+
+def quality(args):
+    w = args.work
+    os.makedirs(w, exist_ok=True)
+    base = f"{w}/base-f32.gguf"
+    run([args.qforge, "quantize", args.model, "--type", "f32", "-o", base, "--no-eval", "--force"])
+    kld = f"{w}/base.kld"
+    base_out = llama_ppl(args, base, args.ctx, args.chunks, ["--kl-divergence-base", kld])
+    print(f"base (f32, written by qforge): llama-perplexity PPL {parse_final_ppl(base_out):.4f}, "
+          f"qforge {qforge_ppl(args, base, args.ctx, args.chunks):.4f}\n")
+    print("| type | writer | size | PPL llama.cpp | PPL qforge | interop diff | KLD mean (llama.cpp) | KLD p99 | same top % |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for t in args.types:
+        files = {"qforge": f"{w}/{t}-qforge.gguf", "llama.cpp": f"{w}/{t}-llama.gguf"}
+        run([args.qforge, "quantize", base, "--type", t, "-o", files["qforge"], "--no-eval", "--force", "-t",
+             str(args.threads)])
+        run([f"{args.llama_bin}/llama-quantize", base, files["llama.cpp"], LLAMA_NAMES[t], str(args.threads)])
+        for writer, f in files.items():
+            pl = parse_final_ppl(llama_ppl(args, f, args.ctx, args.chunks))
+            pq = qforge_ppl(args, f, args.ctx, args.chunks)
+            k = parse_kld(llama_ppl(args, f, args.ctx, args.chunks, ["--kl-divergence-base", kld, "--kl-divergence"]))
+            diff = 100 * (pq / pl - 1)
+            rows.append({"type": t, "writer": writer, "bytes": os.path.getsize(f), "ppl_llama": pl, "ppl_qforge": pq,
+                         "interop_diff_percent": diff, **k})
+            print(f"| {t} | {writer} | {os.path.getsize(f) / 2**20:.2f} MiB | {pl:.4f} | {pq:.4f} | {diff:+.3f}% | "
+                  f"{k['kld_mean']:.6f} | {k['kld_p99']:.6f} | {k['same_top']:.3f} |", flush=True)
+    json.dump(rows, open(f"{w}/quality.json", "w"), indent=1)
+
+
+def bench_llama(args, f):
+    out, _ = run([f"{args.llama_bin}/llama-bench", "-m", f, "-t", str(args.threads), "-p", "512", "-n", "128",
+                  "-r", str(args.reps), "-o", "json"], stdout_only=True)
+    res = json.loads(out[out.index("["):out.rindex("]") + 1])
+    pp = next(r for r in res if r["n_prompt"] > 0)["avg_ts"]
+    tg = next(r for r in res if r["n_gen"] > 0)["avg_ts"]
+    return pp, tg
+
+
+def bench_qforge(args, f):
+    out, _ = run([f"{ROOT}/build/bench/qforge-bench", f, "-t", str(args.threads), "--gen-tokens", "128",
+                  "--gen-runs", str(args.reps), "--pp-tokens", "512", "--pp-runs", str(args.reps), "--no-cli", "--json"],
+                 stdout_only=True)
+    j = last_json(out)
+    r = j["runs"][0]
+    return r["prompt_tokens_per_second"], r["generation_tokens_per_second"], r, j
+
+
+def speed(args):
+    w = args.work
+    os.makedirs(w, exist_ok=True)
+    f16 = f"{w}/f16.gguf"
+    if not os.path.exists(f16):
+        run([args.qforge, "quantize", args.model, "--type", "f16", "-o", f16, "--no-eval", "-t", str(args.threads)])
+    print(f"CPU: {cpu_name()}; threads {args.threads}; llama.cpp at {args.llama_bin}\n")
+    print("| type | quantize qforge s | quantize llama.cpp s | file MiB | gen qforge tok/s | gen llama.cpp tok/s | "
+          "gen ratio | qforge gen / bandwidth bound | pp512 qforge tok/s | pp512 llama.cpp tok/s | pp ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for t in args.types:
+        f = f16 if t == "f16" else f"{w}/{t}.gguf"
+        tq = tl = float("nan")
+        if t != "f16":
+            _, tq = run([args.qforge, "quantize", f16, "--type", t, "-o", f, "--no-eval", "--force", "-t",
+                         str(args.threads)])
+            _, tl = run([f"{args.llama_bin}/llama-quantize", f16, f"{w}/{t}-llama.gguf", LLAMA_NAMES[t],
+                         str(args.threads)])
+        lpp, ltg = bench_llama(args, f)
+        qpp, qtg, r, _ = bench_qforge(args, f)
+        row = {"type": t, "quantize_qforge_s": tq, "quantize_llama_s": tl, "bytes": os.path.getsize(f),
+               "gen_qforge": qtg, "gen_llama": ltg, "pp_qforge": qpp, "pp_llama": lpp,
+               "gen_vs_bound": r["generation_vs_bound"], "other_cores": r.get("other_processes_cores_engine")}
+        rows.append(row)
+        print(f"| {t} | {tq:.1f} | {tl:.1f} | {row['bytes'] / 2**20:.0f} | {qtg:.2f} | {ltg:.2f} | {qtg / ltg:.2f}x | "
+              f"{100 * r['generation_vs_bound']:.0f}% | {qpp:.1f} | {lpp:.1f} | {qpp / lpp:.2f}x |", flush=True)
+    json.dump(rows, open(f"{w}/speed.json", "w"), indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["quality", "speed"])
+    ap.add_argument("model", help="HF directory (quality: a small real model; speed: e.g. a qforge synth checkpoint)")
+    ap.add_argument("--llama-bin", required=True, help="directory with llama-quantize, llama-perplexity, llama-bench")
+    ap.add_argument("--qforge", default=f"{ROOT}/build/qforge")
+    ap.add_argument("--work", default="/tmp/qforge-vs-llamacpp", help="where the GGUF files go")
+    ap.add_argument("--text", default=f"{ROOT}/../shared/text/tinystories/TinyStories-valid-1M.txt")
+    ap.add_argument("--types", nargs="+", default=None)
+    ap.add_argument("--ctx", type=int, default=256)
+    ap.add_argument("--chunks", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    if args.types is None:
+        args.types = (["f16", "q8_0", "q4_0", "q4_k_m", "q6_k"] if args.mode == "speed" else
+                      ["f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l",
+                       "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl"])
+    print(f"# qforge vs llama.cpp, {args.mode}: {args.model} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(f"command: {' '.join(sys.argv)}\n")
+    quality(args) if args.mode == "quality" else speed(args)
+
+
+if __name__ == "__main__":
+    main()
