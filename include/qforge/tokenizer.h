@@ -11,6 +11,28 @@
 
 namespace qforge {
 
+// A vocabulary as llama.cpp's GGUF files describe it (the tokenizer.ggml.* keys): what a GGUF file
+// written by qforge must carry for llama.cpp (and qforge's GGUF tokenizer) to tokenize exactly as
+// the original tokenizer does.
+struct GgufVocab {
+  // "llama": SentencePiece-style pieces ("▁" for spaces, "<0xXX>" byte pieces) merged by score;
+  // "gpt2": byte-level BPE with ranked merges.
+  std::string model;
+  // tokenizer.ggml.pre: "default" for "llama"; the pre-tokenizer of a "gpt2" vocabulary
+  // ("gpt-2", "llama-bpe", "qwen2").
+  std::string pre;
+  std::vector<std::string> tokens;
+  std::vector<float> scores;  // one per token for "llama"; empty for "gpt2"
+  // One per token: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+  std::vector<int32_t> token_types;
+  std::vector<std::string> merges;  // "gpt2": "left right", best first
+  int bos = -1, eos = -1, unk = -1, pad = -1;  // -1: none
+  bool add_bos = false, add_eos = false;
+  bool add_space_prefix = true;  // "llama": a "▁" goes in front of the text
+
+  enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -35,6 +57,10 @@ class Tokenizer {
   virtual int eos_id() const = 0;  // -1 if none
   virtual bool add_bos_default() const = 0;  // what the model's tokenizer_config asks for
   virtual std::string kind() const = 0;  // "sentencepiece", "bpe-bytelevel", "bpe-spm", "llama2c"
+  // The vocabulary in llama.cpp's GGUF terms, typed and scored as llama.cpp's converters do (see
+  // each implementation). Throws Unsupported for a tokenizer llama.cpp's GGUF cannot describe
+  // (e.g. a byte-level pre-tokenizer other than GPT-2's, Llama 3's or Qwen 2's).
+  virtual GgufVocab gguf_vocab() const = 0;
 };
 
 // Loads the tokenizer of a model directory: tokenizer.json if present, else tokenizer.model;

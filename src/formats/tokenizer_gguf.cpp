@@ -17,6 +17,7 @@
 
 #include "formats/gguf_internal.h"
 #include "formats/tokenizer_bpe.h"
+#include "formats/tokenizer_export.h"
 #include "formats/tokenizer_hf_pipeline.h"
 #include "formats/tokenizer_util.h"
 #include "qforge/error.h"
@@ -35,22 +36,13 @@ enum TokenType : uint8_t {
   kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
 };
 
-// Pre-tokenizer patterns of the byte-level BPE tokenizers qforge knows (from their tokenizer.json).
-// Llama 3 (and Qwen 2, which takes digits one at a time instead of up to three).
-constexpr const char* kLlama3SplitPattern =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-constexpr const char* kQwen2SplitPattern =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
 // What both kinds of vocabulary share: pieces, their types, and the special ids.
 struct Vocab {
   std::string path;
   std::vector<std::string> pieces;
   std::vector<uint8_t> types;
-  int bos = -1, eos = -1, unk = -1;
-  bool add_bos = false;
+  int bos = -1, eos = -1, unk = -1, pad = -1;
+  bool add_bos = false, add_eos = false;
 };
 
 // A token id from the metadata: absent -> fallback; -1 (any width) or the all-ones u32/u64 that
@@ -100,7 +92,14 @@ Vocab read_vocab(const GgufFile& f, bool spm) {
   for (size_t i = 0; i < n && unk_default < 0; ++i)
     if (v.types[i] == kUnknown) unk_default = int(i);
   v.unk = special_id(f, "tokenizer.ggml.unknown_token_id", unk_default, n);
+  // The padding id is only carried along (for writing the vocabulary again): one that names no
+  // token is dropped rather than refused, since tokenizing never uses it.
+  if (const GgufValue* pad = f.find("tokenizer.ggml.padding_token_id"); pad && pad->is_integer()) {
+    const bool is_signed = gguf_detail::is_signed_type(pad->type);
+    if (is_signed ? pad->i >= 0 && uint64_t(pad->i) < n : pad->u < n) v.pad = is_signed ? int(pad->i) : int(pad->u);
+  }
   v.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", spm) && v.bos >= 0;
+  v.add_eos = f.get_bool("tokenizer.ggml.add_eos_token", false) && v.eos >= 0;
   return v;
 }
 
@@ -117,6 +116,20 @@ class GgufTokenizerBase : public Tokenizer {
   bool add_bos_default() const override { return v_.add_bos; }
 
  protected:
+  // The keys this class reads, as they were (the rest is up to the subclass).
+  GgufVocab base_vocab() const {
+    GgufVocab g;
+    g.tokens = v_.pieces;
+    g.token_types.assign(v_.types.begin(), v_.types.end());
+    g.bos = v_.bos;
+    g.eos = v_.eos;
+    g.unk = v_.unk;
+    g.pad = v_.pad;
+    g.add_bos = v_.add_bos;
+    g.add_eos = v_.add_eos;
+    return g;
+  }
+
   void check_id(int id) const {
     if (id < 0 || size_t(id) >= v_.pieces.size())
       fail("tokenizer: {}: token id {} is out of range (vocabulary size {})", v_.path, id, v_.pieces.size());
@@ -234,6 +247,15 @@ class GgufSpmTokenizer final : public GgufTokenizerBase {
 
   std::string kind() const override { return "gguf-spm"; }
 
+  GgufVocab gguf_vocab() const override {
+    GgufVocab g = base_vocab();
+    g.model = "llama";
+    g.pre = "default";
+    g.scores = scores_;
+    g.add_space_prefix = add_space_prefix_;
+    return g;
+  }
+
  private:
   int lookup(std::string_view s) const {
     auto it = ids_.find(s);
@@ -329,7 +351,8 @@ class GgufSpmTokenizer final : public GgufTokenizerBase {
 class GgufBpeTokenizer final : public GgufTokenizerBase {
  public:
   GgufBpeTokenizer(const GgufFile& f, Vocab v) : GgufTokenizerBase(std::move(v)) {
-    const std::string pre = f.get_string("tokenizer.ggml.pre", "gpt-2");
+    pre_ = f.get_string("tokenizer.ggml.pre", "gpt-2");
+    const std::string& pre = pre_;
     tok::BpeModel::Options opt;
     if (pre == "gpt-2") {
       tok::PreTokenizerStep step(tok::PreTokenizerStep::ByteLevel);
@@ -337,7 +360,7 @@ class GgufBpeTokenizer final : public GgufTokenizerBase {
       pre_tokenizers_.push_back(std::move(step));
     } else if (pre == "llama-bpe" || pre == "qwen2") {
       tok::PreTokenizerStep split(tok::PreTokenizerStep::Split);
-      const char* pattern = pre == "qwen2" ? kQwen2SplitPattern : kLlama3SplitPattern;
+      const char* pattern = pre == "qwen2" ? tok::kQwen2SplitPattern : tok::kLlama3SplitPattern;
       split.pattern.regex = std::make_shared<tok::Regex>(pattern, "tokenizer: " + pre + " split pattern");
       split.behavior = tok::SplitBehavior::Isolated;
       pre_tokenizers_.push_back(std::move(split));
@@ -372,7 +395,7 @@ class GgufBpeTokenizer final : public GgufTokenizerBase {
       if (a < 0 || b < 0 || merged < 0)
         fail("{}: element {}: token {} is not in the vocabulary", f.key_origin(kMergesKey), i,
              gguf_detail::quote(a < 0 ? left : b < 0 ? right : std::string_view(joined)));
-      bpe_->add_merge(a, b, merged);
+      if (bpe_->add_merge(a, b, merged)) merges_.emplace_back(a, b);
     }
     build_splitters();
   }
@@ -406,7 +429,18 @@ class GgufBpeTokenizer final : public GgufTokenizerBase {
 
   std::string kind() const override { return "bpe-bytelevel"; }
 
+  GgufVocab gguf_vocab() const override {
+    GgufVocab g = base_vocab();
+    g.model = "gpt2";
+    g.pre = pre_;
+    g.merges.reserve(merges_.size());
+    for (const auto& [a, b] : merges_) g.merges.push_back(v_.pieces[size_t(a)] + " " + v_.pieces[size_t(b)]);
+    return g;
+  }
+
  private:
+  std::string pre_;
+  std::vector<std::pair<int, int>> merges_;  // in rank order, as the file lists them (repeats left out)
   std::unique_ptr<tok::BpeModel> bpe_;
   std::vector<tok::PreTokenizerStep> pre_tokenizers_;
   std::vector<tok::DecoderStep> decoders_;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/tokenizer_bpe.h"
+#include "formats/tokenizer_export.h"
 #include "formats/tokenizer_hf_pipeline.h"
 #include "formats/tokenizer_util.h"
 #include "qforge/error.h"
@@ -223,7 +224,10 @@ class HfTokenizer final : public Tokenizer {
     r_.object(root, "top level");
     read_model_and_added_tokens(root);
     if (const json* n = r_.optional(root, "normalizer")) read_normalizer(r_, *n, "normalizer", 0, normalizers_);
-    if (const json* p = r_.optional(root, "pre_tokenizer")) read_pre_tokenizer(r_, *p, "pre_tokenizer", 0, pre_tokenizers_);
+    if (const json* p = r_.optional(root, "pre_tokenizer")) {
+      read_pre_tokenizer(r_, *p, "pre_tokenizer", 0, pre_tokenizers_);
+      gguf_pre_ = gguf_pre_tokenizer_name(*p);
+    }
     if (const json* d = r_.optional(root, "decoder")) read_decoder(r_, *d, "decoder", 0, decoders_);
     if (const json* p = r_.optional(root, "post_processor")) read_post_processor(*p, "post_processor", 0);
 
@@ -291,6 +295,32 @@ class HfTokenizer final : public Tokenizer {
   int eos_id() const override { return eos_; }
   bool add_bos_default() const override { return add_bos_; }
   std::string kind() const override { return byte_level_ ? "bpe-bytelevel" : "bpe-spm"; }
+
+  GgufVocab gguf_vocab() const override {
+    HfVocabParts p;
+    p.origin = r_.origin();
+    p.pieces = &pieces_;
+    p.added = &added_;
+    p.special = &special_;
+    p.merges = &merges_;
+    p.byte_level = byte_level_;
+    p.byte_fallback = byte_fallback_;
+    // SentencePiece style puts "▁" in front of the text with a Prepend normalizer (Llama 2) or a
+    // Metaspace pre-tokenizer (newer files).
+    p.space_prefix = std::any_of(normalizers_.begin(), normalizers_.end(),
+                                 [](const auto& n) {
+                                   return n.kind == NormalizerStep::Prepend && n.content == "\xE2\x96\x81";
+                                 }) ||
+                     std::any_of(pre_tokenizers_.begin(), pre_tokenizers_.end(), [](const auto& s) {
+                       return s.kind == PreTokenizerStep::Metaspace && s.prepend != PreTokenizerStep::Prepend::Never;
+                     });
+    p.pre = gguf_pre_;
+    p.unk = unk_id_;
+    p.bos = bos_;
+    p.eos = eos_;
+    p.add_bos = add_bos_;
+    return hf_gguf_vocab(p);
+  }
 
  private:
   void encode_text(std::string_view text, bool at_text_start, std::vector<int>& out) const {
@@ -368,6 +398,7 @@ class HfTokenizer final : public Tokenizer {
     }
     pieces_.assign(size_t(max_id + 1), std::string());
     special_.assign(pieces_.size(), false);
+    added_.assign(pieces_.size(), false);
     for (const auto& [piece, id] : piece_ids) pieces_[id] = piece;
     for (const auto& a : added_list) {
       // Special tokens are matched only when parse_special asks for it; others always (as
@@ -377,6 +408,7 @@ class HfTokenizer final : public Tokenizer {
       // Replace(" ", "▁") normalizer). "single_word" is not honoured.
       pieces_[a.id] = a.content;
       special_[a.id] = a.special;
+      added_[a.id] = true;
       added_ids_.emplace(a.content, a.id);
       all_added_.add({a.content, a.id, a.lstrip, a.rstrip});
       if (!a.special) plain_added_.add({a.content, a.id, a.lstrip, a.rstrip});
@@ -396,6 +428,8 @@ class HfTokenizer final : public Tokenizer {
     // Merges, in rank order: "left right" strings (the classic form) or ["left", "right"] pairs
     // (tokenizers >= 0.20, which allows spaces inside tokens).
     const json* merges = r_.optional(model, "merges");
+    byte_fallback_ = opt.byte_fallback;
+    unk_id_ = opt.unk_id;
     bpe_ = std::make_unique<BpeModel>(std::move(piece_ids), opt);
     if (!merges) return;
     r_.array(*merges, "model.merges");
@@ -424,7 +458,8 @@ class HfTokenizer final : public Tokenizer {
       joined += right;
       const int merged = bpe_->lookup(joined);
       if (merged < 0) r_.bad(path, fmt::format("merged token \"{}\" is not in model.vocab", joined));
-      bpe_->add_merge(a, b, merged);  // a repeated pair keeps its first (best) rank
+      // A repeated pair keeps its first (best) rank.
+      if (bpe_->add_merge(a, b, merged)) merges_.push_back({a, b, merged});
     }
   }
 
@@ -486,6 +521,11 @@ class HfTokenizer final : public Tokenizer {
   std::unique_ptr<BpeModel> bpe_;
   std::vector<std::string> pieces_;  // id -> token text as the file spells it ("" for unused ids)
   std::vector<bool> special_;        // added tokens marked special: skipped by decode
+  std::vector<bool> added_;          // ids listed in added_tokens
+  std::vector<std::array<int, 3>> merges_;  // (left, right, merged), rank order, for gguf_vocab()
+  std::string gguf_pre_;             // GGUF name of a byte-level pre-tokenizer layout, "" if none
+  bool byte_fallback_ = false;
+  int unk_id_ = -1;
   StringMap<int> added_ids_;
   SpecialSplitter all_added_, plain_added_;
   std::vector<NormalizerStep> normalizers_;

@@ -105,6 +105,48 @@ class Llama2cTokenizer final : public Tokenizer {
   bool add_bos_default() const override { return true; }  // run.c always starts with BOS
   std::string kind() const override { return "llama2c"; }
 
+  // As llama.cpp's convert-llama2c-to-ggml writes a tokenizer.bin: ids 0, 1, 2 become <unk>
+  // (unknown), <s> and </s> (control); empty pieces are control, "<0xXX>" pieces bytes; spaces
+  // are written as SentencePiece's "▁"; the file's scores are kept.
+  GgufVocab gguf_vocab() const override {
+    GgufVocab v;
+    v.model = "llama";
+    v.pre = "default";
+    v.tokens.reserve(pieces_.size());
+    v.token_types.reserve(pieces_.size());
+    v.scores = scores_;
+    for (size_t id = 0; id < pieces_.size(); ++id) {
+      std::string text = pieces_[id];
+      int32_t type = GgufVocab::kNormal;
+      if (id == size_t(kUnkId)) {
+        text = "<unk>";
+        type = GgufVocab::kUnknown;
+      } else if (id == size_t(kBosId) || id == size_t(kEosId)) {
+        text = id == size_t(kBosId) ? "<s>" : "</s>";
+        type = GgufVocab::kControl;
+      } else if (text.empty()) {
+        type = GgufVocab::kControl;
+      } else if (byte_of_[id] >= 0) {
+        type = GgufVocab::kByte;
+      }
+      std::string escaped;
+      escaped.reserve(text.size());
+      for (char c : text) {
+        if (c == ' ') escaped += "\xE2\x96\x81";
+        else escaped += c;
+      }
+      v.tokens.push_back(std::move(escaped));
+      v.token_types.push_back(type);
+    }
+    v.bos = kBosId;
+    v.eos = kEosId;
+    v.unk = kUnkId;
+    v.add_bos = true;
+    // run.c puts a " " in front of the text only when the vocabulary has that piece.
+    v.add_space_prefix = lookup(" ") >= 0;
+    return v;
+  }
+
  private:
   void check_id(int id) const {
     if (id < 0 || size_t(id) >= pieces_.size())

@@ -121,6 +121,35 @@ class SentencePieceTokenizer final : public Tokenizer {
   bool add_bos_default() const override { return add_bos_; }
   std::string kind() const override { return "sentencepiece"; }
 
+  // As llama.cpp's converter reads a tokenizer.model: every piece with its score, typed by what
+  // SentencePiece says of it (user-defined pieces cannot be told from normal ones through the
+  // library's API, and the converter does not tell them apart either).
+  GgufVocab gguf_vocab() const override {
+    const int n = sp_.GetPieceSize();
+    GgufVocab v;
+    v.model = "llama";
+    v.pre = "default";
+    v.tokens.reserve(size_t(n));
+    v.scores.reserve(size_t(n));
+    v.token_types.reserve(size_t(n));
+    for (int id = 0; id < n; ++id) {
+      v.tokens.push_back(sp_.IdToPiece(id));
+      v.scores.push_back(sp_.GetScore(id));
+      int32_t type = GgufVocab::kNormal;
+      if (sp_.IsUnknown(id)) type = GgufVocab::kUnknown;
+      else if (sp_.IsControl(id)) type = GgufVocab::kControl;
+      else if (sp_.IsUnused(id)) type = GgufVocab::kUnused;
+      else if (sp_.IsByte(id)) type = GgufVocab::kByte;
+      v.token_types.push_back(type);
+    }
+    v.bos = bos_;
+    v.eos = eos_;
+    v.unk = sp_.unk_id() >= 0 && sp_.unk_id() < n ? sp_.unk_id() : -1;
+    v.add_bos = add_bos_;
+    v.add_space_prefix = dummy_prefix_;
+    return v;
+  }
+
  private:
   void encode_plain(std::string_view text, std::vector<int>& out) const {
     if (text.empty()) return;

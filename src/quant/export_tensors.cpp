@@ -84,6 +84,22 @@ void ExportTensor::row_f32(int64_t r, float* y) const {
   fail("export: tensor '{}': row out of range", name);
 }
 
+bool ExportTensor::raw_copy_possible(DType type) const {
+  if (vector || transpose || !values.empty() || parts.empty()) return false;
+  for (const Weight& w : parts)
+    if (w.dtype != type) return false;
+  return true;
+}
+
+const uint8_t* ExportTensor::row_raw(int64_t r) const {
+  if (permute_heads > 0) r = rotate_half_source(r, rows / permute_heads);
+  for (const Weight& w : parts) {
+    if (r < w.rows) return w.row(r);
+    r -= w.rows;
+  }
+  fail("export: tensor '{}': row out of range", name);
+}
+
 std::vector<float> ExportTensor::materialize_f32() const {
   std::vector<float> out(size_t(rows) * size_t(cols));
   if (!transpose) {

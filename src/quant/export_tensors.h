@@ -27,6 +27,10 @@ struct ExportTensor {
   // Copies stored row r (for vectors: the whole vector) as F32 into y (stored_cols() values).
   // Not for transposed tensors, which are read whole with materialize_f32.
   void row_f32(int64_t r, float* y) const;
+  // Whether stored rows can be copied as bytes into `type` (same type, one row per source row).
+  bool raw_copy_possible(DType type) const;
+  // The source bytes of stored row r (when raw_copy_possible).
+  const uint8_t* row_raw(int64_t r) const;
   // The whole stored tensor as F32 (small tensors and transposed ones).
   std::vector<float> materialize_f32() const;
   // The source's storage type (of the first part).

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <mutex>
 
@@ -49,6 +50,8 @@ void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vecto
     const QuantType& q = *types[i];
     const int64_t rows = t.stored_rows(), cols = t.stored_cols();
     const uint64_t out_row = q.row_bytes(cols);
+    // Same type in and out: rows are copied (and reordered) as bytes, never rounded twice.
+    const bool raw = t.raw_copy_possible(q.dtype);
     std::vector<float> whole;
     if (t.transpose) whole = t.materialize_f32();
     const int64_t chunk = std::min(rows, chunk_rows(cols));
@@ -75,6 +78,10 @@ void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vecto
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
       for (int64_t r = 0; r < nr; ++r) {
         try {
+          if (raw) {
+            std::memcpy(out.data() + size_t(r) * out_row, t.row_raw(r0 + r), size_t(out_row));
+            continue;
+          }
           float* x = t.transpose ? whole.data() + (r0 + r) * cols : in.data() + r * cols;
           if (!t.transpose) t.row_f32(r0 + r, x);
           q.quantize_row(x, out.data() + size_t(r) * out_row, cols, nullptr);
@@ -121,8 +128,8 @@ class GgufSink : public TensorSink {
 
 std::string model_name(const Model& m) {
   std::filesystem::path p(m.source_path);
-  if (p.filename().empty()) p = p.parent_path();
-  return p.stem().string();
+  if (!p.has_filename()) p = p.parent_path();
+  return std::filesystem::is_directory(m.source_path) ? p.filename().string() : p.stem().string();
 }
 
 uint64_t file_or_dir_size(const std::string& path) {
@@ -188,7 +195,37 @@ TensorTypePlan plan_types(const Model&, const std::vector<ExportTensor>& tensors
   return p;
 }
 
+void write_gguf(const Model& m, const std::string& path, const std::vector<ExportTensor>& tensors,
+                const std::vector<const QuantType*>& types, const std::string& name, uint32_t file_type,
+                uint32_t alignment, const QuantizeOptions& opt) {
+  GgufWriter w(path, alignment);
+  write_model_metadata(w, m.cfg, m.tokenizer.get(), name, file_type);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ExportTensor& t = tensors[i];
+    if (types[i]->ggml_type == kNoGgmlType)
+      fail_unsupported("gguf-writer: tensor '{}': {} has no ggml type, so GGUF cannot hold it", t.name,
+                       types[i]->name);
+    std::vector<uint64_t> ne = {uint64_t(t.cols)};
+    if (!t.vector) ne.push_back(uint64_t(t.rows));
+    w.add_tensor(t.name, uint32_t(types[i]->ggml_type), ne);
+  }
+  GgufSink sink(w);
+  stream_quantized(tensors, types, sink, opt);
+  w.commit();
+}
+
 }  // namespace
+
+void write_gguf_model(const Model& m, const std::string& path, const GgufExportOptions& opt) {
+  const std::vector<ExportTensor> tensors = gguf_export_tensors(m);
+  std::vector<const QuantType*> types;
+  for (const ExportTensor& t : tensors) types.push_back(&quant_type(t.vector ? DType::F32 : t.src_dtype()));
+  const QuantType& embd = quant_type(m.tok_embd.dtype);
+  if (embd.ggml_type == kNoGgmlType)
+    fail_unsupported("gguf-writer: tensor '{}': {} has no ggml type, so GGUF cannot hold it", m.tok_embd.name, embd.name);
+  const uint32_t file_type = opt.file_type >= 0 ? uint32_t(opt.file_type) : gguf_file_type_for(uint32_t(embd.ggml_type));
+  write_gguf(m, path, tensors, types, opt.name.empty() ? model_name(m) : opt.name, file_type, opt.alignment, {});
+}
 
 void SafetensorsSinkAdapter::write(const void* data, size_t n) { w_.write(data, n); }
 
@@ -214,19 +251,7 @@ QuantizeReport quantize_model(const Model& m, const std::string& out_path, const
   r.src_file_bytes = m.size_on_disk;
 
   if (!hf) {
-    GgufWriter w(out_path);
-    write_model_metadata(w, m.cfg, m.tokenizer.get(), model_name(m), plan.file_type);
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const ExportTensor& t = tensors[i];
-      if (types[i]->ggml_type == kNoGgmlType)
-        fail("quantize: {}: {} has no GGUF type id; GGUF output cannot hold it", t.name, types[i]->name);
-      std::vector<uint64_t> ne = {uint64_t(t.cols)};
-      if (!t.vector) ne.push_back(uint64_t(t.rows));
-      w.add_tensor(t.name, uint32_t(types[i]->ggml_type), ne);
-    }
-    GgufSink sink(w);
-    stream_quantized(tensors, types, sink, opt);
-    w.commit();
+    write_gguf(m, out_path, tensors, types, model_name(m), plan.file_type, kGgufDefaultAlignment, opt);
   } else {
     write_hf_directory(m, out_path, tensors, types, opt);
   }
