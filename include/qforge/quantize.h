@@ -25,6 +25,7 @@ struct QuantizeOptions {
   std::string type = "q4_k_m";      // a mix (q4_k_m, ...) or a plain type (q8_0, f16, ...)
   std::vector<std::string> keep;    // "REGEX=TYPE" per-tensor overrides, first match wins
   QuantizeFormat format = QuantizeFormat::Gguf;
+  bool pure = false;                // llama-quantize --pure: the type in every matrix (no mix rules)
   bool allow_requantize = false;    // accept an already-quantized source (quality loss compounds)
   int n_threads = 1;
   std::function<void(const QuantizeProgress&)> on_progress;  // called as rows are written
@@ -46,6 +47,7 @@ struct QuantizeReport {
   uint64_t src_file_bytes = 0, out_file_bytes = 0;      // on disk
   double seconds = 0;
   std::vector<QuantizedTensor> tensors;
+  std::vector<std::string> warnings;  // where the plan departs from what llama-quantize would do
   double bits_per_weight() const { return n_weights ? 8.0 * double(out_weight_bytes) / double(n_weights) : 0; }
 };
 

@@ -111,6 +111,7 @@ void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vecto
 #include <filesystem>
 
 #include "qforge/gguf_writer.h"
+#include "qforge/quant_plan.h"
 #include "qforge/safetensors.h"
 
 namespace qforge {
@@ -167,31 +168,25 @@ QuantizedTensor describe(const ExportTensor& t, const QuantType& q, std::string 
 struct TensorTypePlan {
   std::vector<const QuantType*> types;
   std::vector<std::string> notes;
+  std::vector<std::string> warnings;
   uint32_t file_type = 0;
 };
 
-// Interim plan (plain types only) until the llama.cpp mix rules land.
-TensorTypePlan plan_types(const Model&, const std::vector<ExportTensor>& tensors, const std::string& type,
-                          const std::vector<std::string>& keep, bool hf) {
-  const QuantType* q = find_quant_type(type);
-  if (!q) fail("quantize: --type {}: unknown type", type);
+// llama-quantize's choice of type per tensor (qforge/quant_plan.h), for the output's tensor names.
+TensorTypePlan plan_types(const Model& m, const std::vector<ExportTensor>& tensors, const QuantizeOptions& opt,
+                          bool hf) {
+  std::vector<PlanTensor> pt;
+  for (const ExportTensor& t : tensors) pt.push_back({t.name, t.shape()});
+  const QuantPlan plan = plan_quantization(plan_model(m.cfg), pt, opt.type, opt.keep, opt.pure);
   TensorTypePlan p;
-  const QuantType& f32 = quant_type(DType::F32);
-  for (const ExportTensor& t : tensors) {
-    if (t.vector) {
-      p.types.push_back(&f32);
-      p.notes.push_back("");
-    } else if (t.stored_cols() % q->block_elems != 0) {
-      p.types.push_back(&quant_type(DType::F16));
-      p.notes.push_back(fmt::format("row length {} is not a multiple of {}'s block of {}: f16", t.stored_cols(),
-                                    q->name, q->block_elems));
-    } else {
-      p.types.push_back(q);
-      p.notes.push_back("");
-    }
+  for (const PlannedTensor& t : plan.tensors) {
+    p.types.push_back(t.type);
+    p.notes.push_back(t.note);
   }
-  p.file_type = q->ggml_type >= 0 && !hf ? gguf_file_type_for(uint32_t(q->ggml_type)) : 0;
-  (void)keep;
+  p.warnings = plan.warnings;
+  if (!hf && plan.file_type == kNoFileType)
+    fail("quantize: --type {}: GGUF cannot hold it (no ggml type); use --format hf or another type", opt.type);
+  p.file_type = plan.file_type == kNoFileType ? 0 : uint32_t(plan.file_type);
   return p;
 }
 
@@ -234,7 +229,7 @@ QuantizeReport quantize_model(const Model& m, const std::string& out_path, const
   const bool hf = opt.format == QuantizeFormat::Hf;
   std::vector<ExportTensor> tensors = hf ? hf_export_tensors(m) : gguf_export_tensors(m);
   check_source(m, tensors, opt);
-  const TensorTypePlan plan = plan_types(m, tensors, opt.type, opt.keep, hf);
+  const TensorTypePlan plan = plan_types(m, tensors, opt, hf);
 
   QuantizeReport r;
   r.output = out_path;
@@ -249,6 +244,7 @@ QuantizeReport quantize_model(const Model& m, const std::string& out_path, const
     r.out_weight_bytes += r.tensors.back().bytes;
   }
   r.src_file_bytes = m.size_on_disk;
+  r.warnings = plan.warnings;
 
   if (!hf) {
     write_gguf(m, out_path, tensors, types, model_name(m), plan.file_type, kGgufDefaultAlignment, opt);

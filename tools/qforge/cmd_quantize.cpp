@@ -22,7 +22,7 @@ struct QuantizeArgs {
   std::string model, out, type, format = "gguf", eval_text, eval_prompt;
   std::vector<std::string> keep;
   int threads = 0, eval_ctx = 256, eval_chunks = 20, eval_runs = 3, eval_prompt_tokens = 128, eval_gen = 32;
-  bool no_eval = false, allow_requantize = false, force = false;
+  bool no_eval = false, allow_requantize = false, force = false, pure = false;
   JsonFlag json;
 };
 
@@ -77,6 +77,7 @@ int run_quantize(QuantizeArgs& a) {
   qo.keep = a.keep;
   qo.n_threads = a.threads;
   qo.allow_requantize = a.allow_requantize;
+  qo.pure = a.pure;
   if (a.format == "gguf") qo.format = QuantizeFormat::Gguf;
   else if (a.format == "hf") qo.format = QuantizeFormat::Hf;
   else fail("quantize: --format {}: unknown (choose gguf or hf)", a.format);
@@ -92,8 +93,20 @@ int run_quantize(QuantizeArgs& a) {
   for (const auto& t : r.tensors) ++per_type[t.type];
   std::string mix;
   for (const auto& [t, n] : per_type) mix += fmt::format("{}{} {}", mix.empty() ? "" : ", ", n, t);
-  for (const auto& t : r.tensors)
-    if (!t.note.empty()) fmt::print(stderr, "  note: {}: {}\n", t.name, t.note);
+  // Why tensors got another type than the mix's own, grouped by reason (every tensor is in --json).
+  std::vector<std::pair<std::string, std::vector<std::string>>> reasons;
+  for (const auto& t : r.tensors) {
+    if (t.note.empty() || t.note == "1-D tensor kept f32") continue;
+    auto it = std::find_if(reasons.begin(), reasons.end(), [&](const auto& p) { return p.first == t.note; });
+    if (it == reasons.end()) reasons.push_back({t.note, {t.name}});
+    else it->second.push_back(t.name);
+  }
+  for (const auto& [why, names] : reasons)
+    fmt::print(stderr, "  note: {}{}\n", why,
+               names.size() == 1 || why.find(names[0]) != std::string::npos
+                   ? ""
+                   : fmt::format(" ({} tensors: {}{})", names.size(), names[0], names.size() > 1 ? ", ..." : ""));
+  for (const auto& w : r.warnings) fmt::print(stderr, "  warning: {}\n", w);
   const double reduction = r.src_file_bytes ? 100.0 * (1.0 - double(r.out_file_bytes) / double(r.src_file_bytes)) : 0;
   fmt::print("quantized {} -> {} ({}) in {:.1f} s ({:.1f} M weights/s)\n", a.model, r.output, r.type, r.seconds,
              double(r.n_weights) / std::max(r.seconds, 1e-9) / 1e6);
@@ -113,7 +126,8 @@ int run_quantize(QuantizeArgs& a) {
                       {"out_weight_bytes", r.out_weight_bytes},
                       {"reduction_percent", reduction},
                       {"bits_per_weight", r.bits_per_weight()},
-                      {"threads", a.threads}};
+                      {"threads", a.threads},
+                      {"warnings", r.warnings}};
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : r.tensors)
     tensors.push_back({{"name", t.name}, {"src_type", t.src_type}, {"type", t.type}, {"shape", t.shape},
@@ -191,6 +205,7 @@ void register_quantize(CLI::App& app) {
                   "(e.g. 'output\\.weight=q8_0', 'blk\\.0\\..*=f16')");
   sub->add_option("--format", a.format, "Output format: gguf, or hf (f16/bf16/f32 only)")->capture_default_str();
   sub->add_option("-t,--threads", a.threads, "Threads (0 = all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
+  sub->add_flag("--pure", a.pure, "One type in every matrix, without the mix's per-tensor rules (llama-quantize --pure)");
   sub->add_flag("--allow-requantize", a.allow_requantize, "Accept an already-quantized source (errors compound)");
   sub->add_flag("-f,--force", a.force, "Replace the output if it exists");
   sub->add_flag("--no-eval", a.no_eval, "Skip the speed comparison (and --eval-text) after writing");
