@@ -12,3 +12,11 @@ echo; echo "== qforge generate (greedy from BOS, 200 tokens)"; build/qforge gene
 echo; echo "== qforge generate (sampled, seed 42)"; build/qforge generate "$MODEL" -p "Once upon a time" -n 120 --seed 42
 echo; echo "== qforge perplexity on TinyStories validation"
 build/qforge perplexity "$MODEL" --text "$SHARED/text/tinystories/TinyStories-valid-1M.txt" --ctx 256 --chunks 40
+OUT=${QFORGE_DEMO_OUT:-/tmp/qforge-demo}
+mkdir -p "$OUT"
+echo; echo "== qforge quantize to q8_0 GGUF (loads in llama.cpp), with the speed and quality report"
+build/qforge quantize "$MODEL" --type q8_0 -o "$OUT/model-q8_0.gguf" --force \
+  --eval-text "$SHARED/text/tinystories/TinyStories-valid-1M.txt" --eval-ctx 256 --eval-chunks 40
+echo; echo "== qforge quantize to q4_k_m (llama.cpp's favourite mix; rows that fit no block fall back, as there)"
+build/qforge quantize "$MODEL" --type q4_k_m -o "$OUT/model-q4_k_m.gguf" --force \
+  --eval-text "$SHARED/text/tinystories/TinyStories-valid-1M.txt" --eval-ctx 256 --eval-chunks 40
