@@ -53,4 +53,21 @@ struct QuantizeReport {
 
 QuantizeReport quantize_model(const Model& model, const std::string& out_path, const QuantizeOptions& opt);
 
+// ---- load-time quantization (--quantize TYPE on generate / perplexity) -------------------------
+
+struct InMemoryQuantizeOptions {
+  std::string type;                // mix or type, as for quantize_model; nf4 runs only this way
+  std::vector<std::string> keep;
+  bool pure = false;
+  bool nf4_double_quant = false;   // bitsandbytes' compress_statistics for nf4's absmax values
+  int n_threads = 1;
+};
+struct InMemoryQuantizeReport {
+  int n_tensors = 0;  // matrices converted
+  uint64_t n_weights = 0, bytes_before = 0, bytes_after = 0;  // over the model's matrices
+  std::vector<std::string> warnings;
+};
+// Quantizes the model's matrices in memory (owned buffers replace the mapped ones).
+InMemoryQuantizeReport quantize_in_memory(Model& model, const InMemoryQuantizeOptions& opt);
+
 }  // namespace qforge

@@ -21,6 +21,7 @@ struct GenerateArgs {
   int64_t seed = -1;
   bool no_bos = false, ignore_eos = false, quiet = false;
   SamplerParams sp;
+  LoadQuantizeFlags lq;
   JsonFlag json;
 };
 
@@ -44,6 +45,7 @@ int run_generate(GenerateArgs& a) {
   LoadOptions lo;
   lo.tokenizer_path = a.tokenizer;
   auto m = load_model(a.model, lo);
+  apply_load_quantize(*m, a.lq, a.threads);
   const double load_s = load_sw.seconds();
   const Tokenizer* tok = m->tokenizer.get();
   const int V = m->cfg.vocab_size;
@@ -167,6 +169,7 @@ void register_generate(CLI::App& app) {
   sub->add_flag("--no-bos", a.no_bos, "Do not prepend BOS to the prompt");
   sub->add_flag("--ignore-eos", a.ignore_eos, "Keep generating past the end-of-sequence token");
   sub->add_flag("-q,--quiet", a.quiet, "Do not stream the text (timing only)");
+  add_load_quantize_flags(sub, a.lq);
   add_json_flag(sub, a.json);
   add_command(app, sub, [] { return run_generate(a); });
 }

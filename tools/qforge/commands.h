@@ -28,6 +28,21 @@ void add_json_flag(CLI::App* sub, JsonFlag& flag);
 void emit_json(const JsonFlag& flag, const nlohmann::json& j);
 int default_threads();
 
+// --quantize TYPE (load-time quantization in memory; how nf4 runs) for commands that run a model.
+struct LoadQuantizeFlags {
+  std::string type;
+  std::vector<std::string> keep;
+  bool nf4_double_quant = false;
+};
+void add_load_quantize_flags(CLI::App* sub, LoadQuantizeFlags& f);
+}  // namespace qforge::cli
+namespace qforge {
+struct Model;
+}
+namespace qforge::cli {
+// Applies the flags to a loaded model (no-op without --quantize); prints one line to stderr.
+void apply_load_quantize(Model& m, const LoadQuantizeFlags& f, int n_threads);
+
 // Human-readable sizes: "1.23 MiB".
 std::string human_bytes(uint64_t n);
 // "3.2M", "1.10B" parameter counts.
