@@ -1,11 +1,20 @@
 #include "qforge/perplexity.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 
 #include "qforge/error.h"
 
 namespace qforge {
+
+int perplexity_chunks(size_t n_tokens, const PerplexityOptions& opt) {
+  if (opt.n_ctx < 1) return 0;
+  int n_chunks = int(std::min<size_t>(n_tokens / size_t(opt.n_ctx), size_t(INT32_MAX)));
+  if (opt.n_chunks > 0) n_chunks = std::min(n_chunks, opt.n_chunks);
+  return n_chunks;
+}
 
 PerplexityResult compute_perplexity(const Model& model, const std::vector<int>& tokens, const PerplexityOptions& opt,
                                     const std::function<void(int, int, double)>& progress) {
@@ -13,11 +22,11 @@ PerplexityResult compute_perplexity(const Model& model, const std::vector<int>& 
   if (n_ctx < 4) fail("perplexity: --ctx must be at least 4, got {}", n_ctx);
   if (n_ctx > model.cfg.max_ctx)
     fail("perplexity: --ctx {} is longer than the model's context ({} positions)", n_ctx, model.cfg.max_ctx);
-  if (int64_t(tokens.size()) < 2 * int64_t(n_ctx))
+  if (opt.require_two_contexts && int64_t(tokens.size()) < 2 * int64_t(n_ctx))
     fail("perplexity: the text has {} tokens; at least 2 x ctx = {} are needed (as llama-perplexity requires)",
          tokens.size(), 2 * n_ctx);
-  int n_chunks = int(tokens.size() / size_t(n_ctx));
-  if (opt.n_chunks > 0) n_chunks = std::min(n_chunks, opt.n_chunks);
+  const int n_chunks = perplexity_chunks(tokens.size(), opt);
+  if (n_chunks < 1) fail("perplexity: {} tokens do not fill one chunk of {}", tokens.size(), n_ctx);
   const int bos = model.tokenizer ? model.tokenizer->bos_id() : model.cfg.bos_token_id;
 
   Session s(model, {.n_ctx = n_ctx, .n_threads = opt.n_threads, .n_batch = std::min(n_ctx, 512)});
@@ -39,7 +48,9 @@ PerplexityResult compute_perplexity(const Model& model, const std::vector<int>& 
       for (int v = 1; v < V; ++v) mx = std::max(mx, l[v]);
       double sum = 0;
       for (int v = 0; v < V; ++v) sum += std::exp(double(l[v] - mx));
-      const double lp = double(l[tokens[start + size_t(j) + 1]] - mx) - std::log(sum);
+      const int next = tokens[start + size_t(j) + 1];
+      const double lp = double(l[next] - mx) - std::log(sum);
+      if (opt.on_scored_row) opt.on_scored_row(c, j, l, next);
       nll -= lp;
       nll2 += lp * lp;
       ++count;
