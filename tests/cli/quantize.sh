@@ -67,7 +67,16 @@ check "llama2.c -> gguf f16" test -s "$T/l2c.gguf"
 "$Q" quantize "$T/l2c.gguf" --type q4_0 -o "$T/l2c-q4.gguf" --no-eval >/dev/null 2>&1
 check "gguf f16 -> q4_0" test -s "$T/l2c-q4.gguf"
 
-# 4. Bad input: exit 2, a clear message, no output file.
+# 4. Load-time quantization: nf4 (no file format holds it) runs in qforge's engine, near the original.
+for extra in "" "--nf4-double-quant"; do
+  "$Q" perplexity "$M" --text "$TEXT" -c 128 --chunks 8 --quantize nf4 $extra --json >"$T/nf4.json" 2>"$T/nf4.err"
+  check "nf4 $extra perplexity runs" test $? -eq 0
+  check "nf4 $extra says what it did" grep -q "matrices in memory to nf4" "$T/nf4.err"
+  check "nf4 $extra within 5% of the original ($base)" test "$(json_field "$T/nf4.json" "abs(j['ppl'] / $base - 1) < 0.05")" = True
+done
+expect 2 "need --quantize" -- "$Q" perplexity "$M" --text "$TEXT" -c 128 --chunks 2 --nf4-double-quant
+
+# 5. Bad input: exit 2, a clear message, no output file.
 expect 2 "q9_0" -- "$Q" quantize "$M" --type q9_0 -o "$T/bad1.gguf"
 check "no output after unknown type" test ! -e "$T/bad1.gguf"
 expect 2 "already exists" -- "$Q" quantize "$M" --type q8_0 -o "$T/q8.gguf"

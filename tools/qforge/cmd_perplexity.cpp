@@ -18,6 +18,7 @@ struct PerplexityArgs {
   std::string model, text, tokenizer, kl_base;
   int ctx = 512, chunks = -1, threads = 0;
   bool kl = false, force = false;
+  LoadQuantizeFlags lq;
   JsonFlag json;
   CLI::Option* ctx_option = nullptr;  // to tell a -c the user gave from the default
 };
@@ -25,7 +26,9 @@ struct PerplexityArgs {
 std::unique_ptr<Model> load(const PerplexityArgs& a) {
   LoadOptions lo;
   lo.tokenizer_path = a.tokenizer;
-  return load_model(a.model, lo);
+  auto m = load_model(a.model, lo);
+  apply_load_quantize(*m, a.lq, a.threads);
+  return m;
 }
 
 std::vector<int> tokenize_text(const Model& m, const PerplexityArgs& a) {
@@ -269,6 +272,7 @@ void register_perplexity(CLI::App& app) {
       ->type_name("FILE");
   sub->add_flag("--kl-divergence", a.kl, "Compare the model with the --kl-divergence-base FILE\n(see below)");
   sub->add_flag("-f,--force", a.force, "Replace an existing --kl-divergence-base FILE");
+  add_load_quantize_flags(sub, a.lq);
   add_json_flag(sub, a.json);
   add_command(app, sub, [] { return a.kl ? run_kl_divergence(a) : run_perplexity(a); });
 }
