@@ -33,10 +33,14 @@ InMemoryQuantizeReport quantize_in_memory(Model& m, const InMemoryQuantizeOption
   for (const ExportTensor& t : tensors) pt.push_back({t.name, t.shape()});
   const QuantPlan plan = plan_quantization(plan_model(m.cfg), pt, opt.type, opt.keep, opt.pure);
   // Source data pointer -> type: parts of one exported tensor (GPT-2's fused qkv) share a type.
+  // nf4 follows bitsandbytes, which quantizes the blocks' linear layers and leaves the embeddings and
+  // the output matrix alone (llama.cpp's mixes have their own rules for those two).
+  const bool linear_only = plan.mix && std::string_view(plan.mix->name) == "nf4";
   std::map<const void*, const QuantType*> type_of;
-  for (size_t i = 0; i < tensors.size(); ++i)
-    if (!tensors[i].vector)
-      for (const Weight& w : tensors[i].parts) type_of[w.data] = plan.tensors[i].type;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].vector || (linear_only && tensors[i].layer < 0)) continue;
+    for (const Weight& w : tensors[i].parts) type_of[w.data] = plan.tensors[i].type;
+  }
 
   InMemoryQuantizeReport r;
   r.warnings = plan.warnings;

@@ -67,12 +67,16 @@ check "llama2.c -> gguf f16" test -s "$T/l2c.gguf"
 "$Q" quantize "$T/l2c.gguf" --type q4_0 -o "$T/l2c-q4.gguf" --no-eval >/dev/null 2>&1
 check "gguf f16 -> q4_0" test -s "$T/l2c-q4.gguf"
 
-# 4. Load-time quantization: nf4 (no file format holds it) runs in qforge's engine, near the original.
+# 4. Load-time quantization: nf4 (no file format holds it) runs in qforge's engine, near the original
+#    (on the 256-wide TinyStories model: stories260K's 64-wide layers lose too much at 4 bits to judge).
+M7=$SHARED/models/tinystories-llama-7M-hf
+"$Q" perplexity "$M7" --text "$TEXT" -c 128 --chunks 10 --json >"$T/base7.json" 2>/dev/null
+base7=$(json_field "$T/base7.json" "j['ppl']")
 for extra in "" "--nf4-double-quant"; do
-  "$Q" perplexity "$M" --text "$TEXT" -c 128 --chunks 8 --quantize nf4 $extra --json >"$T/nf4.json" 2>"$T/nf4.err"
+  "$Q" perplexity "$M7" --text "$TEXT" -c 128 --chunks 10 --quantize nf4 $extra --json >"$T/nf4.json" 2>"$T/nf4.err"
   check "nf4 $extra perplexity runs" test $? -eq 0
   check "nf4 $extra says what it did" grep -q "matrices in memory to nf4" "$T/nf4.err"
-  check "nf4 $extra within 5% of the original ($base)" test "$(json_field "$T/nf4.json" "abs(j['ppl'] / $base - 1) < 0.05")" = True
+  check "nf4 $extra within 3% of the original ($base7)" test "$(json_field "$T/nf4.json" "abs(j['ppl'] / $base7 - 1) < 0.03")" = True
 done
 expect 2 "need --quantize" -- "$Q" perplexity "$M" --text "$TEXT" -c 128 --chunks 2 --nf4-double-quant
 
