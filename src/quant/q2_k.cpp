@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/blocks_k.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
@@ -24,13 +25,6 @@ namespace qforge::quant {
 namespace {
 constexpr int kSub = 16;
 constexpr int kNumSub = kSuperBlock / kSub;
-struct BlockQ2_K {
-  uint8_t scales[kNumSub];
-  uint8_t qs[kSuperBlock / 4];
-  uint16_t d;
-  uint16_t dmin;
-};
-static_assert(sizeof(BlockQ2_K) == 84, "q2_K block must match ggml's block_q2_K");
 
 // Packs 256 2-bit values into the 64-byte qs layout described above.
 void pack_2bit(const uint8_t* q, uint8_t* qs) {

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/blocks_k.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
@@ -25,13 +26,6 @@ namespace qforge::quant {
 namespace {
 constexpr int kSub = 16;
 constexpr int kNumSub = kSuperBlock / kSub;
-struct BlockQ3_K {
-  uint8_t hmask[kSuperBlock / 8];
-  uint8_t qs[kSuperBlock / 4];
-  uint8_t scales[12];
-  uint16_t d;
-};
-static_assert(sizeof(BlockQ3_K) == 110, "q3_K block must match ggml's block_q3_K");
 
 // Stores sixteen 6-bit values (0..63) in the 12-byte layout above.
 void pack_scales(const uint8_t* s, uint8_t* out) {

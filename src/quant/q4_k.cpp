@@ -15,6 +15,7 @@
 // candidates, and the 6-bit grids fitted by fit_positive_levels weighted by each sub-block's weight.
 #include <cmath>
 
+#include "quant/blocks_k.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
@@ -22,13 +23,6 @@ namespace qforge::quant {
 namespace {
 constexpr int kSub = 32;
 constexpr int kNumSub = kSuperBlock / kSub;
-struct BlockQ4_K {
-  uint16_t d;
-  uint16_t dmin;
-  uint8_t scales[12];
-  uint8_t qs[kSuperBlock / 2];
-};
-static_assert(sizeof(BlockQ4_K) == 144, "q4_K block must match ggml's block_q4_K");
 
 void quantize_block(const float* x, const float* importance, BlockQ4_K* out) {
   uint8_t q[kSuperBlock];

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/blocks_k.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
@@ -21,14 +22,6 @@ namespace qforge::quant {
 namespace {
 constexpr int kSub = 32;
 constexpr int kNumSub = kSuperBlock / kSub;
-struct BlockQ5_K {
-  uint16_t d;
-  uint16_t dmin;
-  uint8_t scales[12];
-  uint8_t qh[kSuperBlock / 8];
-  uint8_t qs[kSuperBlock / 2];
-};
-static_assert(sizeof(BlockQ5_K) == 176, "q5_K block must match ggml's block_q5_K");
 
 void quantize_block(const float* x, const float* importance, BlockQ5_K* out) {
   uint8_t q[kSuperBlock];

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/blocks_k.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
@@ -24,13 +25,6 @@ namespace qforge::quant {
 namespace {
 constexpr int kSub = 16;
 constexpr int kNumSub = kSuperBlock / kSub;
-struct BlockQ6_K {
-  uint8_t ql[kSuperBlock / 2];
-  uint8_t qh[kSuperBlock / 4];
-  int8_t scales[kNumSub];
-  uint16_t d;
-};
-static_assert(sizeof(BlockQ6_K) == 210, "q6_K block must match ggml's block_q6_K");
 
 void quantize_block(const float* x, const float* importance, BlockQ6_K* out) {
   uint8_t q[kSuperBlock];
