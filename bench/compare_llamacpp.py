@@ -60,6 +60,15 @@ def parse_final_ppl(out):
     return float(m.group(1)) if m else float("nan")
 
 
+def llama_final_ppl(args, model, ctx, chunks):
+    # llama-perplexity's log sometimes ends before its summary line; a rerun prints it.
+    for _ in range(3):
+        v = parse_final_ppl(llama_ppl(args, model, ctx, chunks))
+        if v == v:
+            return v
+    return float("nan")
+
+
 def parse_kld(out):
     def grab(pat):
         m = re.search(pat, out)
@@ -99,7 +108,7 @@ def quality(args):
              str(args.threads)])
         run([f"{args.llama_bin}/llama-quantize", base, files["llama.cpp"], LLAMA_NAMES[t], str(args.threads)])
         for writer, f in files.items():
-            pl = parse_final_ppl(llama_ppl(args, f, args.ctx, args.chunks))
+            pl = llama_final_ppl(args, f, args.ctx, args.chunks)
             pq = qforge_ppl(args, f, args.ctx, args.chunks)
             k = parse_kld(llama_ppl(args, f, args.ctx, args.chunks, ["--kl-divergence-base", kld, "--kl-divergence"]))
             diff = 100 * (pq / pl - 1)
