@@ -13,8 +13,8 @@
 // Per block the int32 lanes are converted to float and multiplied by d_w * d_x (vcvtph2ps of the
 // broadcast f16 scale) into a float accumulator; the affine types add m * d_x * sum(x).
 //
-// GEMV streams one row at a time with a software prefetch ahead. GEMM decodes a tile of 2 weight
-// rows into a buffer once and runs groups of 4 activation rows over it (8 accumulators).
+// GEMV walks 4 parts of its rows in step (4 sequential streams) with a software prefetch ahead. GEMM
+// decodes a tile of 2 weight rows into a buffer once and runs groups of 4 activation rows over it.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -120,20 +120,23 @@ inline __m256i nibbles(const uint8_t* qs) {
   return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
 }
 
-// 0x10 in byte i where bit i of the 32-bit qh is set.
-inline __m256i high_bits(const uint8_t* qh) {
-  uint32_t h;
-  std::memcpy(&h, qh, 4);
+// 0x10 in byte i where bit i of h is set.
+inline __m256i high_bits(uint32_t h) {
   const __m256i spread = _mm256_shuffle_epi8(
       _mm256_set1_epi32(int(h)), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2,
                                                   2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
 }
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t h;
+  std::memcpy(&h, p, 4);
+  return h;
+}
 
 struct Q8_0 {
   using Block = quant::BlockQ8_0;
-  static constexpr bool kSigned = true, kAffine = false;
+  static constexpr bool kSigned = true, kAffine = false, kPairs = false, kHigh = false;
   static constexpr int kZeroPoint = 0;
   static inline Decoded decode(const Block& b) {
     Decoded r;
@@ -146,7 +149,7 @@ struct Q8_0 {
 
 struct IQ4_NL {
   using Block = quant::BlockIQ4_NL;
-  static constexpr bool kSigned = true, kAffine = false;
+  static constexpr bool kSigned = true, kAffine = false, kPairs = true, kHigh = false;
   static constexpr int kZeroPoint = 0;
   static inline Decoded decode(const Block& b) {
     const __m256i levels = _mm256_broadcastsi128_si256(
@@ -169,7 +172,7 @@ static_assert(iq4nl_table_matches(), "iq4_nl byte table out of step with kIQ4NLL
 
 struct Q4_0 {
   using Block = quant::BlockQ4_0;
-  static constexpr bool kSigned = false, kAffine = false;
+  static constexpr bool kSigned = false, kAffine = false, kPairs = true, kHigh = false;
   static constexpr int kZeroPoint = 8;
   static inline Decoded decode(const Block& b) {
     Decoded r;
@@ -181,7 +184,7 @@ struct Q4_0 {
 
 struct Q4_1 {
   using Block = quant::BlockQ4_1;
-  static constexpr bool kSigned = false, kAffine = true;
+  static constexpr bool kSigned = false, kAffine = true, kPairs = true, kHigh = false;
   static constexpr int kZeroPoint = 0;
   static inline Decoded decode(const Block& b) {
     Decoded r;
@@ -194,11 +197,11 @@ struct Q4_1 {
 
 struct Q5_0 {
   using Block = quant::BlockQ5_0;
-  static constexpr bool kSigned = false, kAffine = false;
+  static constexpr bool kSigned = false, kAffine = false, kPairs = true, kHigh = true;
   static constexpr int kZeroPoint = 16;
   static inline Decoded decode(const Block& b) {
     Decoded r;
-    r.u = _mm256_or_si256(nibbles(b.qs), high_bits(b.qh));
+    r.u = _mm256_or_si256(nibbles(b.qs), high_bits(load_u32(b.qh)));
     r.dw = half_broadcast(&b.d);
     return r;
   }
@@ -206,11 +209,11 @@ struct Q5_0 {
 
 struct Q5_1 {
   using Block = quant::BlockQ5_1;
-  static constexpr bool kSigned = false, kAffine = true;
+  static constexpr bool kSigned = false, kAffine = true, kPairs = true, kHigh = true;
   static constexpr int kZeroPoint = 0;
   static inline Decoded decode(const Block& b) {
     Decoded r;
-    r.u = _mm256_or_si256(nibbles(b.qs), high_bits(b.qh));
+    r.u = _mm256_or_si256(nibbles(b.qs), high_bits(load_u32(b.qh)));
     r.dw = half_broadcast(&b.d);
     r.mw = half_broadcast(&b.m);
     return r;
@@ -230,6 +233,96 @@ inline __m256 accumulate(const Decoded& w, const ActBlock& a, __m256 acc) {
   return acc;
 }
 
+// ---- block pairs (GEMV of the 4- and 5-bit types) ------------------------------------------------
+//
+// Two blocks A, B share one pair of ymm: lo = codes 0-15 of A | codes 0-15 of B, hi = codes 16-31
+// likewise, so one 32-byte load and two ANDs decode 2 blocks (instead of a shift, an insert and an
+// AND per block), and the int32 lanes 0-3 / 4-7 belong to A / B.
+
+struct alignas(32) ActPair {
+  int8_t lo[32];  // qs[0..15] of block A, then of block B
+  int8_t hi[32];  // qs[16..31]
+  union {
+    int32_t zsum[8];  // -z * sum: A in lane 0, B in lane 4
+    float dxsum[8];   // dx * sum (affine types), same lanes
+  };
+  float dx[8];  // A in lanes 0-3, B in 4-7
+};
+
+void repack_pairs(const BlockQ8x32* x, int64_t nb, int zero_point, bool affine, ActPair* out) {
+  std::memset(static_cast<void*>(out), 0, size_t((nb + 1) / 2) * sizeof(ActPair));
+  for (int64_t b = 0; b < nb; ++b) {
+    ActPair& p = out[b / 2];
+    const int k = int(b % 2);
+    std::memcpy(p.lo + 16 * k, x[b].qs, 16);
+    std::memcpy(p.hi + 16 * k, x[b].qs + 16, 16);
+    for (int i = 0; i < 4; ++i) p.dx[4 * k + i] = x[b].d;
+    if (affine)
+      p.dxsum[4 * k] = x[b].d * float(x[b].sum);
+    else
+      p.zsum[4 * k] = -zero_point * x[b].sum;
+  }
+}
+
+struct DecodedPair {
+  __m256i lo, hi;  // codes (iq4_nl: signed levels)
+  __m256 dw, mw;   // A's d (m) in lanes 0-3, B's in 4-7
+};
+
+inline __m256 half_pair(const void* a, const void* b) {  // b may be null: zero
+  uint16_t ha, hb = 0;
+  std::memcpy(&ha, a, 2);
+  if (b) std::memcpy(&hb, b, 2);
+  return _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_set1_epi16(short(ha)), _mm_set1_epi16(short(hb))));
+}
+
+// Blocks a[0] and a[1] (HasB), or a[0] alone with B all zero (the odd last block of a row).
+template <typename T, bool HasB>
+inline DecodedPair decode_pair(const typename T::Block* a) {
+  const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[0].qs));
+  const __m256i q = HasB ? _mm256_inserti128_si256(_mm256_castsi128_si256(qa),
+                                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[1].qs)), 1)
+                         : _mm256_zextsi128_si256(qa);
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  DecodedPair r;
+  r.lo = _mm256_and_si256(q, nib);
+  r.hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);
+  if constexpr (T::kHigh) {
+    const uint32_t ha = load_u32(a[0].qh), hb = HasB ? load_u32(a[1].qh) : 0;
+    r.lo = _mm256_or_si256(r.lo, high_bits((ha & 0xffff) | (hb << 16)));
+    r.hi = _mm256_or_si256(r.hi, high_bits((ha >> 16) | (hb & 0xffff0000u)));
+  }
+  if constexpr (T::kSigned) {  // iq4_nl
+    const __m256i levels = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113));
+    r.lo = _mm256_shuffle_epi8(levels, r.lo);
+    r.hi = _mm256_shuffle_epi8(levels, r.hi);
+  }
+  r.dw = half_pair(&a[0].d, HasB ? &a[1].d : nullptr);
+  if constexpr (T::kAffine) r.mw = half_pair(&a[0].m, HasB ? &a[1].m : nullptr);
+  return r;
+}
+
+template <typename T>
+inline __m256 accumulate_pair(const DecodedPair& w, const ActPair& a, __m256 acc) {
+  const __m256i xl = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.lo));
+  const __m256i xh = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.hi));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i p32;
+  if constexpr (T::kSigned) {  // |level| <= 127: a pair sum reaches 32258, so lo and hi widen apart
+    const __m256i pl = _mm256_maddubs_epi16(_mm256_abs_epi8(w.lo), _mm256_sign_epi8(xl, w.lo));
+    const __m256i ph = _mm256_maddubs_epi16(_mm256_abs_epi8(w.hi), _mm256_sign_epi8(xh, w.hi));
+    p32 = _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones));
+  } else {  // codes <= 31: each pair sum <= 7874, the two together fit 16 bits
+    p32 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w.lo, xl), _mm256_maddubs_epi16(w.hi, xh)), ones);
+  }
+  if constexpr (T::kZeroPoint != 0)
+    p32 = _mm256_add_epi32(p32, _mm256_load_si256(reinterpret_cast<const __m256i*>(a.zsum)));
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(w.dw, _mm256_load_ps(a.dx)), acc);
+  if constexpr (T::kAffine) acc = _mm256_fmadd_ps(w.mw, _mm256_load_ps(a.dxsum), acc);
+  return acc;
+}
+
 template <typename E>
 E* scratch(std::vector<E>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -238,35 +331,89 @@ E* scratch(std::vector<E>& v, size_t n) {
 
 // ---- GEMV -------------------------------------------------------------------------------------
 
-// Software prefetch into L2 this many bytes ahead (see kernels_q32_avx512.cpp: without it a core
-// that also computes reads memory well below a plain streaming read).
+// Software prefetch into L2 this many bytes ahead, and the rows of a thread cut into kGemvStreams
+// parts walked in step, one row of each at a time: several sequential streams keep enough memory
+// requests in flight for a core that also computes (see kernels_q32_avx512.cpp for the figures).
 constexpr int64_t kPrefetchAhead = 1024;
+constexpr int kGemvStreams = 4;
 
-// One row at a time, so each thread's rows are one sequential stream (interleaving rows to share
-// activation loads reads memory far slower; see kernels_q32_avx512.cpp).
-template <typename T>
-float dot_row(const uint8_t* w, const ActBlock* A, int64_t nb) {
+// y[i] = dot of the row at w[i] with the activations, NR rows at once (the activation loads shared).
+template <typename T, int NR>
+void dot_rows(const uint8_t* const* w, const ActBlock* A, int64_t nb, float* const* y) {
   using Block = typename T::Block;
-  const auto* blocks = reinterpret_cast<const Block*>(w);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    _mm_prefetch(reinterpret_cast<const char*>(blocks + b) + kPrefetchAhead, _MM_HINT_T1);
-    acc0 = accumulate<T>(T::decode(blocks[b]), A[b], acc0);
-    acc1 = accumulate<T>(T::decode(blocks[b + 1]), A[b + 1], acc1);
+  __m256 acc[NR];
+  for (int i = 0; i < NR; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+#pragma GCC unroll 4
+    for (int i = 0; i < NR; ++i) {
+      const auto* blk = reinterpret_cast<const Block*>(w[i]) + b;
+      if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(blk) + kPrefetchAhead, _MM_HINT_T1);
+      acc[i] = accumulate<T>(T::decode(*blk), A[b], acc[i]);
+    }
   }
-  if (b < nb) acc0 = accumulate<T>(T::decode(blocks[b]), A[b], acc0);
-  return hsum(_mm256_add_ps(acc0, acc1));
+  for (int i = 0; i < NR; ++i) *y[i] = hsum(acc[i]);
+}
+
+// The same for the pair types.
+template <typename T, int NR>
+void dot_rows_pairs(const uint8_t* const* w, const ActPair* A, int64_t nb, float* const* y) {
+  using Block = typename T::Block;
+  __m256 acc[NR];
+  for (int i = 0; i < NR; ++i) acc[i] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p < nb / 2; ++p) {
+#pragma GCC unroll 4
+    for (int i = 0; i < NR; ++i) {
+      const auto* blk = reinterpret_cast<const Block*>(w[i]) + 2 * p;
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + kPrefetchAhead, _MM_HINT_T1);
+      acc[i] = accumulate_pair<T>(decode_pair<T, true>(blk), A[p], acc[i]);
+    }
+  }
+  if (nb % 2)
+    for (int i = 0; i < NR; ++i)
+      acc[i] = accumulate_pair<T>(decode_pair<T, false>(reinterpret_cast<const Block*>(w[i]) + 2 * p), A[p], acc[i]);
+  for (int i = 0; i < NR; ++i) *y[i] = hsum(acc[i]);
 }
 
 template <typename T>
 void gemv(const void* W, size_t row_bytes, const void* xq, float* y, int64_t r0, int64_t r1, int64_t cols) {
   const int64_t nb = cols / kBlock32;
   thread_local std::vector<ActBlock> act;
-  ActBlock* A = scratch(act, size_t(nb));
-  repack_activations(static_cast<const BlockQ8x32*>(xq), nb, T::kZeroPoint, T::kAffine, A);
+  thread_local std::vector<ActPair> act_pairs;
+  const ActBlock* A = nullptr;
+  const ActPair* AP = nullptr;
+  if constexpr (T::kPairs) {
+    ActPair* p = scratch(act_pairs, size_t((nb + 1) / 2));
+    repack_pairs(static_cast<const BlockQ8x32*>(xq), nb, T::kZeroPoint, T::kAffine, p);
+    AP = p;
+  } else {
+    ActBlock* a = scratch(act, size_t(nb));
+    repack_activations(static_cast<const BlockQ8x32*>(xq), nb, T::kZeroPoint, T::kAffine, a);
+    A = a;
+  }
+  auto rows = [&]<int NR>(const uint8_t* const* w, float* const* ys) {
+    if constexpr (T::kPairs)
+      dot_rows_pairs<T, NR>(w, AP, nb, ys);
+    else
+      dot_rows<T, NR>(w, A, nb, ys);
+  };
   const auto* w = static_cast<const uint8_t*>(W);
-  for (int64_t r = r0; r < r1; ++r) y[r] = dot_row<T>(w + size_t(r) * row_bytes, A, nb);
+  constexpr int P = kGemvStreams;
+  const int64_t part = (r1 - r0) / P;
+  for (int64_t i = 0; i < part; ++i) {
+    const uint8_t* ws[P];
+    float* ys[P];
+    for (int k = 0; k < P; ++k) {
+      ws[k] = w + size_t(r0 + k * part + i) * row_bytes;
+      ys[k] = y + r0 + k * part + i;
+    }
+    rows.template operator()<P>(ws, ys);
+  }
+  for (int64_t r = r0 + P * part; r < r1; ++r) {  // the remainder
+    const uint8_t* ws[1] = {w + size_t(r) * row_bytes};
+    float* ys[1] = {y + r};
+    rows.template operator()<1>(ws, ys);
+  }
 }
 
 // ---- GEMM -------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
 // Weight rows are random bytes with sane f16 scales written over the scale fields, so every code
 // pattern occurs, including ones the quantizers never write (q8_0's -128, any qh bits).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -320,6 +322,61 @@ TEST(KernelsQ32, GemmMatchesScalar) {
               ASSERT_NEAR(got, ref[size_t(c * ldy + r)], tol) << where;
             }
         }
+      }
+    }
+  }
+}
+
+// n bytes that end exactly where an inaccessible page begins: a kernel that reads past the end of
+// its last row crashes instead of reading someone else's heap.
+class GuardedBytes {
+ public:
+  explicit GuardedBytes(size_t n) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    len_ = (n + page - 1) / page * page + page;
+    base_ = static_cast<uint8_t*>(mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (base_ == MAP_FAILED) throw std::runtime_error("mmap failed");
+    mprotect(base_ + len_ - page, page, PROT_NONE);
+    data_ = base_ + len_ - page - n;
+  }
+  ~GuardedBytes() { munmap(base_, len_); }
+  GuardedBytes(const GuardedBytes&) = delete;
+  GuardedBytes& operator=(const GuardedBytes&) = delete;
+  uint8_t* data() { return data_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  uint8_t* data_ = nullptr;
+  size_t len_ = 0;
+};
+
+TEST(KernelsQ32, NoReadPastTheLastRow) {
+  for (DType t : kTypes) {
+    const QuantType& q = quant_type(t);
+    for (const Shape s : {Shape{1, 32}, Shape{3, 96}, Shape{9, 32}, Shape{2, 160}, Shape{5, 512}, Shape{7, 4128}}) {
+      const size_t row_bytes = q.row_bytes(s.cols);
+      const auto src = random_weights(t, s.rows, s.cols, 131);
+      GuardedBytes W(src.size());
+      std::memcpy(W.data(), src.data(), src.size());
+      const auto x = random_activations(s.cols, 141);
+      const auto xq = quantize_acts(*weight_kernels(t, "scalar"), x);
+      GuardedBytes X(xq.size() * sizeof(BlockQ8x32));
+      std::memcpy(X.data(), xq.data(), xq.size() * sizeof(BlockQ8x32));
+      std::vector<float> ref(static_cast<size_t>(s.rows)), y(static_cast<size_t>(s.rows)), row(static_cast<size_t>(s.cols));
+      weight_kernels(t, "scalar")->gemv(W.data(), row_bytes, X.data(), ref.data(), 0, s.rows, s.cols);
+      for (const char* isa : kSimdIsas) {
+        const WeightKernels* k = weight_kernels(t, isa);
+        if (!k) continue;
+        for (int64_t r0 = 0; r0 < s.rows; ++r0) {  // every range that ends at the last row
+          k->gemv(W.data(), row_bytes, X.data(), y.data(), r0, s.rows, s.cols);
+          EXPECT_FALSE(std::isnan(y[size_t(s.rows - 1)])) << label(t, isa) << " r0=" << r0;
+        }
+        if (k->gemm) {
+          std::vector<float> Y(size_t(s.rows));
+          k->gemm(W.data(), row_bytes, X.data(), xq.size() * sizeof(BlockQ8x32), 1, Y.data(), s.rows, 0, s.rows, s.cols);
+          EXPECT_FALSE(std::isnan(Y[size_t(s.rows - 1)])) << label(t, isa);
+        }
+        k->dequant_row(W.data() + (s.rows - 1) * row_bytes, row.data(), s.cols);
       }
     }
   }
