@@ -281,7 +281,7 @@ void tile_driver(const uint8_t* W, size_t row_bytes, const float* const* xrows, 
 
 // ---- GEMV (see kernels_float_avx512.cpp for why long rows take the multi-row tile) ----------------
 
-constexpr size_t kL1Budget = size_t(24) << 10;  // x plus one weight row must fit in this much of L1
+constexpr size_t kL1Budget = size_t(16) << 10;  // x plus one weight row must fit in this much of L1
 constexpr int kLongRowTile = 8, kLongRowTileNf4 = 2;
 
 template <typename T>

@@ -98,7 +98,7 @@ class FloatKernels : public ::testing::TestWithParam<Case> {
     ASSERT_NE(ref_, nullptr);
   }
   std::vector<int64_t> col_sizes() const {
-    // 64 * 97 columns: x no longer fits L1 beside a row, so GEMV takes its multi-row path.
+    // From 64 * 67 columns x no longer fits L1 beside a row, so GEMV takes its multi-row path.
     if (GetParam().type == DType::NF4) return {64, 128, 192, 64 * 5, 64 * 17, 64 * 67, 64 * 97};
     return {1, 7, 8, 15, 16, 17, 31, 33, 64, 97, 255, 4099};
   }
