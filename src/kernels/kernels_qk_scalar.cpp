@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/scalar_drivers.h"
 #include "kernels/weight_kernels.h"
 #include "qforge/dtype.h"
 #include "qforge/quant.h"
@@ -184,32 +185,8 @@ float dot_row(const uint8_t* row, const BlockQ8x256* x, int64_t cols) {
 }
 
 template <typename Read>
-void gemv(const void* W, size_t row_bytes, const void* xq, float* y, int64_t r0, int64_t r1, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(W);
-  const auto* x = static_cast<const BlockQ8x256*>(xq);
-  for (int64_t r = r0; r < r1; ++r) y[r] = dot_row<Read>(w + size_t(r) * row_bytes, x, cols);
-}
-
-template <typename Read>
-void gemm(const void* W, size_t row_bytes, const void* X, size_t x_stride, int64_t nx, float* Y, int64_t ldy,
-          int64_t r0, int64_t r1, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(W);
-  const auto* xs = static_cast<const uint8_t*>(X);
-  for (int64_t c = 0; c < nx; ++c) {
-    const auto* x = reinterpret_cast<const BlockQ8x256*>(xs + size_t(c) * x_stride);
-    for (int64_t r = r0; r < r1; ++r) Y[c * ldy + r] = dot_row<Read>(w + size_t(r) * row_bytes, x, cols);
-  }
-}
-
-template <typename Read>
 WeightKernels make(DType t) {
-  WeightKernels k;
-  k.act = ActFormat::Q8x256;
-  k.quantize_act = quantize_act_q8x256;
-  k.gemv = gemv<Read>;
-  k.gemm = gemm<Read>;
-  k.dequant_row = quant_type(t).dequantize_row;  // the quantizer's own reference
-  return k;
+  return scalar_entry<BlockQ8x256, dot_row<Read>>(t, ActFormat::Q8x256, quantize_act_q8x256);
 }
 
 }  // namespace
