@@ -15,6 +15,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -32,11 +33,21 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// A per-thread buffer (grows to the largest call, never shrinks).
+// A per-thread buffer of n floats, 64-byte aligned (grows to the largest call, never shrinks).
 float* scratch(size_t n) {
   thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  if (buf.size() < n + 16) buf.resize(n + 16);
+  const auto at = reinterpret_cast<uintptr_t>(buf.data());
+  return buf.data() + ((64 - at % 64) % 64) / sizeof(float);
+}
+
+// x itself, or an aligned copy of it (see kernels_float_avx512.cpp: loads that straddle cache lines
+// cost GEMV a few percent while it streams weights).
+const float* aligned_x(const float* x, int64_t cols, int64_t rows) {
+  if (reinterpret_cast<uintptr_t>(x) % 64 == 0 || rows < 16) return x;
+  float* copy = scratch(size_t(cols));
+  std::memcpy(copy, x, size_t(cols) * sizeof(float));
+  return copy;
 }
 
 // Pointers to activation rows (callers pass a few dozen rows at a time).
@@ -287,7 +298,7 @@ constexpr int kLongRowTile = 8, kLongRowTileNf4 = 2;
 template <typename T>
 void gemv_plain(const void* W, size_t row_bytes, const void* xq, float* y, int64_t r0, int64_t r1, int64_t cols) {
   const auto* w = static_cast<const uint8_t*>(W);
-  const auto* x = static_cast<const float*>(xq);
+  const float* x = aligned_x(static_cast<const float*>(xq), cols, r1 - r0);
   if (size_t(cols) * (4 + T::kBytes) <= kL1Budget) {
     for (int64_t r = r0; r < r1; ++r) y[r] = dot_row<T>(w + size_t(r) * row_bytes, x, cols);
     return;

