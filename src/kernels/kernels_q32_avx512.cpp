@@ -474,9 +474,9 @@ void decode_row_steps(const uint8_t* row, const RowPlan& plan, DecodedStep* out)
 }
 
 // out[j * kTileRows + i] = dot(weight row i of D, activation row j of A) for the whole row.
-template <bool Affine>
+template <bool Affine, int RC>
 void tile_kernel(const DecodedStep* D, const ActStep* A, int64_t nsteps, float* out) {
-  __m512 acc[kTileCols][kTileRows];
+  __m512 acc[RC][kTileRows];
   for (auto& row : acc)
     for (auto& a : row) a = _mm512_setzero_ps();
   for (int64_t s = 0; s < nsteps; ++s) {
@@ -490,7 +490,7 @@ void tile_kernel(const DecodedStep* D, const ActStep* A, int64_t nsteps, float* 
       }
       const __m512 dw = _mm512_load_ps(&d.dw);
 #pragma GCC unroll 4
-      for (int j = 0; j < kTileCols; ++j) {
+      for (int j = 0; j < RC; ++j) {
         const ActStep& a = A[j * nsteps + s];
         __m512i t[4];
         for (int g = 0; g < 4; ++g)
@@ -504,7 +504,7 @@ void tile_kernel(const DecodedStep* D, const ActStep* A, int64_t nsteps, float* 
     }
   }
   static_assert(kTileRows == 4, "reduce4 stores 4 rows");
-  for (int j = 0; j < kTileCols; ++j)
+  for (int j = 0; j < RC; ++j)
     _mm_storeu_ps(out + j * kTileRows, reduce4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
 }
 
@@ -514,17 +514,14 @@ void gemm(const void* W, size_t row_bytes, const void* X, size_t x_stride, int64
   const int64_t nb = cols / kBlock32;
   const RowPlan plan = plan_rows<T>(nb);
   const int64_t ns = plan.nsteps;
-  // Activation rows rounded up to whole register tiles; the padding rows are zero.
-  const int64_t nxp = (nx + kTileCols - 1) / kTileCols * kTileCols;
   thread_local std::vector<ActStep> act;
   thread_local std::vector<DecodedStep> dec;
-  ActStep* A = scratch(act, size_t(nxp * ns));
+  ActStep* A = scratch(act, size_t(nx * ns));
   DecodedStep* D = scratch(dec, size_t(kTileRows * ns));
   const auto* xs = static_cast<const uint8_t*>(X);
   for (int64_t c = 0; c < nx; ++c)
     repack_step_activations(reinterpret_cast<const BlockQ8x32*>(xs + size_t(c) * x_stride), nb, T::kZeroPoint,
                             T::kAffine, A + c * ns);
-  std::memset(static_cast<void*>(A + nx * ns), 0, size_t((nxp - nx) * ns) * sizeof(ActStep));
   const auto* w = static_cast<const uint8_t*>(W);
   for (int64_t r = r0; r < r1; r += kTileRows) {
     const int nr = int(std::min<int64_t>(kTileRows, r1 - r));
@@ -534,10 +531,16 @@ void gemm(const void* W, size_t row_bytes, const void* X, size_t x_stride, int64
       else  // missing rows of the last tile: zero scales, so they sum to zero
         std::memset(static_cast<void*>(D + i * ns), 0, size_t(ns) * sizeof(DecodedStep));
     }
-    for (int64_t c = 0; c < nxp; c += kTileCols) {
+    for (int64_t c = 0; c < nx; c += kTileCols) {
       float out[kTileCols * kTileRows];
-      tile_kernel<T::kAffine>(D, A + c * ns, ns, out);
-      for (int j = 0; j < kTileCols && c + j < nx; ++j)
+      const int rc = int(std::min<int64_t>(kTileCols, nx - c));  // the last tile may be narrower
+      if (rc == kTileCols)
+        tile_kernel<T::kAffine, kTileCols>(D, A + c * ns, ns, out);
+      else if (rc == 2)
+        tile_kernel<T::kAffine, 2>(D, A + c * ns, ns, out);
+      else
+        tile_kernel<T::kAffine, 1>(D, A + c * ns, ns, out);
+      for (int j = 0; j < rc; ++j)
         for (int i = 0; i < nr; ++i) Y[(c + j) * ldy + r + i] = out[j * kTileRows + i];
     }
   }

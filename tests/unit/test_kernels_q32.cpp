@@ -1,9 +1,15 @@
 // Integer kernels of the 32-weight block types (q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl) with BlockQ8x32
 // activations: every ISA variant against the scalar twin, the scalar twin against double-precision
-// arithmetic on dequantized values, and the activation quantizer against its error bound.
+// arithmetic on dequantized values, the activation quantizer against its error bound, and no read
+// past a matrix's last row (the matrix ends at an inaccessible page).
 //
 // Weight rows are random bytes with sane f16 scales written over the scale fields, so every code
 // pattern occurs, including ones the quantizers never write (q8_0's -128, any qh bits).
+//
+// Tolerances: the SIMD kernels compute the same exact integer block sums as the scalar twin and
+// differ only in the order of the float accumulation over blocks, so they agree to a few float
+// ulps of the sum of the terms' magnitudes (sum over i of (|d c_i| + |m|) |x_i|); 1e-5 of it is
+// loose enough for 129 blocks (~20 ulps) and tight enough to catch any wrong block.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -11,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -18,7 +25,6 @@
 #include "kernels/weight_kernels.h"
 #include "qforge/dtype.h"
 #include "qforge/quant.h"
-#include "quant/blocks_32.h"
 
 namespace {
 
