@@ -162,7 +162,7 @@ struct Choice {
   std::string why;  // empty when the rule left the base type
 };
 
-Choice mix_rule(RuleState& st, Category cat, std::string_view name, int64_t row_length) {
+Choice mix_rule(RuleState& st, Category cat, int64_t row_length) {
   const int32_t ft = st.mix.file_type;
   const DType base = st.mix.base;
   const char* mix = st.mix.name;
@@ -245,7 +245,6 @@ Choice mix_rule(RuleState& st, Category cat, std::string_view name, int64_t row_
     else if (ft == kQ3_K_L) set(DType::Q5_K, fmt::format("{} raises attn_output to q5_k", mix));
     return c;
   }
-  (void)name;
   return c;  // attn_q, attn_k, ffn_gate, ffn_up and the rest: no rule in these mixes
 }
 
@@ -394,7 +393,7 @@ QuantPlan plan_quantization(const PlanModel& model, std::span<const PlanTensor> 
       continue;
     }
     Choice c{mix.base, {}};
-    if (!plan.pure) c = mix_rule(st, category_of(t.name), t.name, shapes[i].row_length);
+    if (!plan.pure) c = mix_rule(st, category_of(t.name), shapes[i].row_length);
     if (!fits(qt(c.type), shapes[i].row_length)) {
       Fallback f = fallback(c.type, shapes[i].row_length);
       ++plan.n_fallback;
