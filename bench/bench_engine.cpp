@@ -405,8 +405,8 @@ void bench_generation(const qforge::Model& m, const Options& o, PerThreads& r) {
   const auto prompt = some_tokens(o.prompt_tokens, V, 7);
   const auto mats = token_matrices(m);
   double mat_bytes = 0;
-  for (const auto* w : mats) mat_bytes += 4.0 * double(w->rows) * double(w->cols);
-  const double read_scale = double(m.weight_bytes_per_token()) / mat_bytes;  // norms, one embedding row
+  for (const auto* w : mats) mat_bytes += double(w->nbytes());  // stored bytes, whatever the type
+  const double read_scale = double(m.weight_bytes_per_token()) / mat_bytes;  // + norms, one embedding row
   s.eval(prompt);  // warm-up: pages the weights in, starts the thread pools
   int next = argmax(s.logits(), V);
   s.eval(std::vector<int>{next});
