@@ -1,7 +1,10 @@
 #include "quant/quant_util.h"
 
+#include <string_view>
+
 #include <cstring>
 
+#include "kernels/kernels.h"
 #include "qforge/error.h"
 
 namespace qforge::quant {
@@ -294,30 +297,47 @@ int nearest_code_index(const float* codebook, int size, float v) {
   return v - codebook[k - 1] < codebook[k] - v ? k - 1 : k;
 }
 
+bool use_fit_scale_min_x8() {
+  static const bool v = kernels::cpu().avx2 && std::string_view(kernels::table().isa) != "scalar";
+  return v;
+}
+
+void fit_scale_min_x8(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
+                      ScaleFan fan) {
+  constexpr int kSub = 32;
+  if (use_fit_scale_min_x8()) return fit_scale_min_x8_avx2(qmax, x, w, q, scales, offsets, fan);
+  uint8_t scratch[kSub];
+  for (int j = 0; j < 8; ++j)
+    scales[j] = fit_scale_min(kSub, qmax, x + kSub * j, w + kSub * j, q + kSub * j, &offsets[j], scratch, fan,
+                              ErrorNorm::Squared);
+}
+
 void fit_scale_min_superblock(const float* x, const float* importance, int qmax, ScaleFan plain_fan, uint16_t* d,
                               uint16_t* dmin, uint8_t* scales12, uint8_t* q) {
   constexpr int kSub = 32, kNumSub = kSuperBlock / kSub;
-  uint8_t scratch[kSub], scale_q[kNumSub], offset_q[kNumSub];
-  float scales[kNumSub], offsets[kNumSub], w[kSub];
+  static_assert(kNumSub == 8, "fit_scale_min_x8 fits eight sub-blocks");
+  uint8_t scale_q[kNumSub], offset_q[kNumSub];
+  float scales[kNumSub], offsets[kNumSub], w[kSuperBlock];
   if (importance) {
     float sub_weight[kNumSub];
     const float sigma2 = 2 * sum_squares(x, kSuperBlock) / kSuperBlock;
     for (int j = 0; j < kNumSub; ++j) {
-      importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w);
+      importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w + kSub * j);
       sub_weight[j] = 0;
-      for (int i = 0; i < kSub; ++i) sub_weight[j] += w[i];
-      scales[j] = fit_scale_min(kSub, qmax, x + kSub * j, w, q + kSub * j, &offsets[j], scratch, {-0.9f, 0.05f, 36},
-                                ErrorNorm::Squared);
+      for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
     }
+    fit_scale_min_x8(qmax, x, w, q, scales, offsets, {-0.9f, 0.05f, 36});
     *d = to_half(fit_positive_levels(kNumSub, 63, scales, sub_weight, scale_q));
     *dmin = to_half(fit_positive_levels(kNumSub, 63, offsets, sub_weight, offset_q));
   } else {
-    float max_scale = 0, max_offset = 0;
     for (int j = 0; j < kNumSub; ++j) {
       const float* xs = x + kSub * j;
       const float rms = std::sqrt(sum_squares(xs, kSub) / kSub);
-      for (int i = 0; i < kSub; ++i) w[i] = rms + std::fabs(xs[i]);
-      scales[j] = fit_scale_min(kSub, qmax, xs, w, q + kSub * j, &offsets[j], scratch, plain_fan, ErrorNorm::Squared);
+      for (int i = 0; i < kSub; ++i) w[kSub * j + i] = rms + std::fabs(xs[i]);
+    }
+    fit_scale_min_x8(qmax, x, w, q, scales, offsets, plain_fan);
+    float max_scale = 0, max_offset = 0;
+    for (int j = 0; j < kNumSub; ++j) {
       max_scale = std::max(max_scale, scales[j]);
       max_offset = std::max(max_offset, offsets[j]);
     }

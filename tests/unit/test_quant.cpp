@@ -15,7 +15,9 @@
 
 #include "qforge/dtype.h"
 #include "qforge/error.h"
+#include "kernels/kernels.h"
 #include "qforge/quant.h"
+#include "quant/quant_util.h"
 
 using namespace qforge;
 
@@ -722,4 +724,50 @@ TEST(QuantNf4, DoubleQuantizationRoundTrip) {
   EXPECT_THROW(nf4_double_dequantize(broken), Error);
   std::vector<float> nan_absmax = {1.0f, std::numeric_limits<float>::quiet_NaN()};
   EXPECT_THROW(nf4_double_quantize(nan_absmax), Error);
+}
+
+// ---- SIMD twin of the k-quant scale search -----------------------------------------------------
+
+TEST(QuantSearch, ScaleMinLanesBitIdenticalToScalar) {
+  if (!kernels::cpu().avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  const quant::ScaleFan fans[] = {{-1.0f, 0.1f, 20}, {-0.5f, 0.1f, 15}, {-0.9f, 0.05f, 36}, {0.0f, 0.0f, 0}};
+  const int qmaxes[] = {15, 31, 3};
+  for (int trial = 0; trial < 3000; ++trial) {
+    float x[256], w[256];
+    const float spread = std::pow(10.0f, float(trial % 13) - 6.0f);  // 1e-6 .. 1e6
+    for (int i = 0; i < 256; ++i) {
+      x[i] = spread * normal(rng);
+      w[i] = (trial % 3 == 0) ? 1.0f : uniform(rng) * 4.0f + float(trial % 5 == 0 ? 0 : 1e-3);
+    }
+    // Awkward sub-blocks: all zero, constant, positive only, negative only, one outlier, zero weights.
+    const int kind = trial % 7;
+    for (int i = 0; i < 32; ++i) {
+      if (kind == 1) x[i] = 0.0f;
+      if (kind == 2) x[32 + i] = 0.25f * spread;
+      if (kind == 3) x[64 + i] = std::fabs(x[64 + i]);
+      if (kind == 4) x[96 + i] = -std::fabs(x[96 + i]);
+      if (kind == 5) x[128 + i] = i == 7 ? 1e4f * spread : 1e-3f * spread;
+      if (kind == 6) w[160 + i] = 0.0f;
+    }
+    if (kind == 0) x[200] = -0.0f;
+    const int qmax = qmaxes[trial % 3];
+    const quant::ScaleFan fan = fans[trial % 4];
+    uint8_t q_lanes[256], q_ref[256], scratch[32];
+    float s_lanes[8], o_lanes[8];
+    quant::fit_scale_min_x8_avx2(qmax, x, w, q_lanes, s_lanes, o_lanes, fan);
+    for (int j = 0; j < 8; ++j) {
+      float o_ref = 0;
+      const float s_ref = quant::fit_scale_min(32, qmax, x + 32 * j, w + 32 * j, q_ref + 32 * j, &o_ref, scratch, fan,
+                                               quant::ErrorNorm::Squared);
+      ASSERT_EQ(std::memcmp(&s_ref, &s_lanes[j], 4), 0)
+          << "trial " << trial << " sub-block " << j << ": scale expected " << s_ref << " actual " << s_lanes[j];
+      ASSERT_EQ(std::memcmp(&o_ref, &o_lanes[j], 4), 0)
+          << "trial " << trial << " sub-block " << j << ": offset expected " << o_ref << " actual " << o_lanes[j];
+      for (int i = 0; i < 32; ++i)
+        ASSERT_EQ(q_ref[32 * j + i], q_lanes[32 * j + i]) << "trial " << trial << " index " << 32 * j + i;
+    }
+  }
 }
