@@ -120,8 +120,9 @@ def quality(args):
 
 
 def bench_llama(args, f):
+    """One llama-bench round (pp512 and tg128, one repetition each): (pp tok/s, gen tok/s)."""
     out, _ = run([f"{args.llama_bin}/llama-bench", "-m", f, "-t", str(args.threads), "-p", "512", "-n", "128",
-                  "-r", str(args.reps), "-o", "json"], stdout_only=True)
+                  "-r", "1", "-o", "json"], stdout_only=True)
     res = json.loads(out[out.index("["):out.rindex("]") + 1])
     pp = next(r for r in res if r["n_prompt"] > 0)["avg_ts"]
     tg = next(r for r in res if r["n_gen"] > 0)["avg_ts"]
@@ -129,25 +130,37 @@ def bench_llama(args, f):
 
 
 def bench_qforge(args, f):
-    out, _ = run([f"{ROOT}/build/bench/qforge-bench", f, "-t", str(args.threads), "--gen-tokens", "128",
-                  "--gen-runs", str(args.reps), "--pp-tokens", "512", "--pp-runs", str(args.reps), "--no-cli", "--json"],
+    """One qforge-bench round (512-token prompt and 128 generated tokens, once each), with the
+    machine's read bandwidth and the in-place read of one token's weights measured around it."""
+    out, _ = run([args.qforge_bench, f, "-t", str(args.threads), "--gen-tokens", "128", "--gen-runs", "1",
+                  "--pp-tokens", "512", "--pp-runs", "1", "--bw-reps", "3", "--gemm-reps", "1", "--no-cli", "--json"],
                  stdout_only=True)
-    j = last_json(out)
-    r = j["runs"][0]
-    return r["prompt_tokens_per_second"], r["generation_tokens_per_second"], r, j
+    return last_json(out)["runs"][0]
+
+
+def spread(values):
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def speed(args):
+    """Memory bandwidth on a shared VM drifts by tens of percent within minutes, so the two engines
+    are never measured minutes apart: each round runs llama-bench and qforge-bench back to back
+    (alternating which goes first), every ratio is taken within a round, and the table gives the
+    median over rounds with the range of the per-round ratios. The bandwidth bound of a round is
+    one token's weight bytes over the time qforge-bench took to stream-read them in place."""
     w = args.work
     os.makedirs(w, exist_ok=True)
     f16 = f"{w}/f16.gguf"
     if not os.path.exists(f16):
         run([args.qforge, "quantize", args.model, "--type", "f16", "-o", f16, "--no-eval", "-t", str(args.threads)])
-    print(f"CPU: {cpu_name()}; threads {args.threads}; llama.cpp at {args.llama_bin}\n")
+    print(f"CPU: {cpu_name()}; threads {args.threads}; {args.reps} interleaved rounds per type; "
+          f"llama.cpp at {args.llama_bin}\n")
     print("| type | quantize qforge s | quantize llama.cpp s | file MiB | gen qforge tok/s | gen llama.cpp tok/s | "
-          "gen ratio | qforge gen / bandwidth bound | pp512 qforge tok/s | pp512 llama.cpp tok/s | pp ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "gen ratio (range) | gen / bandwidth bound: qforge, llama.cpp | pp512 qforge tok/s | pp512 llama.cpp tok/s | "
+          "pp ratio (range) | qforge pp matmuls / SGEMM |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
+    med = statistics.median
     for t in args.types:
         f = f16 if t == "f16" else f"{w}/{t}.gguf"
         tq = tl = float("nan")
@@ -156,14 +169,37 @@ def speed(args):
                          str(args.threads)])
             _, tl = run([f"{args.llama_bin}/llama-quantize", f16, f"{w}/{t}-llama.gguf", LLAMA_NAMES[t],
                          str(args.threads)])
-        lpp, ltg = bench_llama(args, f)
-        qpp, qtg, r, _ = bench_qforge(args, f)
+        rounds = []
+        for i in range(args.reps):
+            if i % 2 == 0:
+                lpp, ltg = bench_llama(args, f)
+                q = bench_qforge(args, f)
+            else:
+                q = bench_qforge(args, f)
+                lpp, ltg = bench_llama(args, f)
+            bound = 1.0 / q["weights_read_seconds"]
+            rounds.append({"gen_qforge": q["generation_tokens_per_second"], "gen_llama": ltg,
+                           "pp_qforge": q["prompt_tokens_per_second"], "pp_llama": lpp, "bound_tps": bound,
+                           "read_bandwidth": q["read_bandwidth_best"], "pp_vs_sgemm": q["prompt_vs_sgemm"],
+                           "other_cores": q.get("other_processes_cores_engine")})
+        col = lambda k: [r[k] for r in rounds]
+        gen_ratios = [r["gen_qforge"] / r["gen_llama"] for r in rounds]
+        pp_ratios = [r["pp_qforge"] / r["pp_llama"] for r in rounds]
+        q_bound = [r["gen_qforge"] / r["bound_tps"] for r in rounds]
+        l_bound = [r["gen_llama"] / r["bound_tps"] for r in rounds]
         row = {"type": t, "quantize_qforge_s": tq, "quantize_llama_s": tl, "bytes": os.path.getsize(f),
-               "gen_qforge": qtg, "gen_llama": ltg, "pp_qforge": qpp, "pp_llama": lpp,
-               "gen_vs_bound": r["generation_vs_bound"], "other_cores": r.get("other_processes_cores_engine")}
+               "gen_qforge": med(col("gen_qforge")), "gen_llama": med(col("gen_llama")),
+               "gen_ratio": med(gen_ratios), "pp_qforge": med(col("pp_qforge")), "pp_llama": med(col("pp_llama")),
+               "pp_ratio": med(pp_ratios), "gen_qforge_vs_bound": med(q_bound), "gen_llama_vs_bound": med(l_bound),
+               "pp_vs_sgemm": med(col("pp_vs_sgemm")), "rounds": rounds}
         rows.append(row)
-        print(f"| {t} | {tq:.1f} | {tl:.1f} | {row['bytes'] / 2**20:.0f} | {qtg:.2f} | {ltg:.2f} | {qtg / ltg:.2f}x | "
-              f"{100 * r['generation_vs_bound']:.0f}% | {qpp:.1f} | {lpp:.1f} | {qpp / lpp:.2f}x |", flush=True)
+        print(f"| {t} | {tq:.1f} | {tl:.1f} | {row['bytes'] / 2**20:.0f} | {row['gen_qforge']:.2f} | "
+              f"{row['gen_llama']:.2f} | {row['gen_ratio']:.2f}x ({spread(gen_ratios)}) | "
+              f"{100 * row['gen_qforge_vs_bound']:.0f}%, {100 * row['gen_llama_vs_bound']:.0f}% | "
+              f"{row['pp_qforge']:.1f} | {row['pp_llama']:.1f} | {row['pp_ratio']:.2f}x ({spread(pp_ratios)}) | "
+              f"{100 * row['pp_vs_sgemm']:.0f}% |", flush=True)
+    bws = [r["read_bandwidth"] / 1e9 for row in rows for r in row["rounds"]]
+    print(f"\nread bandwidth (1 GiB buffer) during the rounds: {min(bws):.1f}-{max(bws):.1f} GB/s")
     json.dump(rows, open(f"{w}/speed.json", "w"), indent=1)
 
 
@@ -173,13 +209,14 @@ def main():
     ap.add_argument("model", help="HF directory (quality: a small real model; speed: e.g. a qforge synth checkpoint)")
     ap.add_argument("--llama-bin", required=True, help="directory with llama-quantize, llama-perplexity, llama-bench")
     ap.add_argument("--qforge", default=f"{ROOT}/build/qforge")
+    ap.add_argument("--qforge-bench", default=f"{ROOT}/build/bench/qforge-bench")
     ap.add_argument("--work", default="/tmp/qforge-vs-llamacpp", help="where the GGUF files go")
     ap.add_argument("--text", default=f"{ROOT}/../shared/text/tinystories/TinyStories-valid-1M.txt")
     ap.add_argument("--types", nargs="+", default=None)
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5, help="speed: interleaved rounds per type")
     args = ap.parse_args()
     if args.types is None:
         args.types = (["f16", "q8_0", "q4_0", "q4_k_m", "q6_k"] if args.mode == "speed" else
