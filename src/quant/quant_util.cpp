@@ -1,10 +1,9 @@
 #include "quant/quant_util.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string_view>
 
-#include <cstring>
-
-#include "kernels/kernels.h"
 #include "qforge/error.h"
 
 namespace qforge::quant {
@@ -297,8 +296,14 @@ int nearest_code_index(const float* codebook, int size, float v) {
   return v - codebook[k - 1] < codebook[k] - v ? k - 1 : k;
 }
 
+// The AVX2 twin where the CPU has AVX2, unless QFORGE_ISA=scalar asks for the references everywhere
+// (the same switch as the kernels' dispatch table; checked here directly so that the quantizers do not
+// depend on src/kernels).
 bool use_fit_scale_min_x8() {
-  static const bool v = kernels::cpu().avx2 && std::string_view(kernels::table().isa) != "scalar";
+  static const bool v = [] {
+    const char* isa = std::getenv("QFORGE_ISA");
+    return __builtin_cpu_supports("avx2") && !(isa && std::string_view(isa) == "scalar");
+  }();
   return v;
 }
 
