@@ -199,7 +199,7 @@ struct GemmArgs {
 
 void gemm_kernel_path(const WeightKernels& k, const Pool& p, const float* X, int64_t n, float* Y, int nt) {
   const size_t stride = size_t(p.cols) * 4;
-  int64_t chunk = std::max<int64_t>(8, int64_t(256 << 10) / int64_t(stride) / 8 * 8);  // as matmul()
+  int64_t chunk = 64;  // as matmul() for F32 activations
   if (const char* e = std::getenv("QF_CHUNK")) chunk = std::atoi(e);
   const uint8_t* W = p.copy(0);
 #pragma omp parallel num_threads(nt)
