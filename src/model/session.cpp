@@ -163,7 +163,13 @@ struct Session::Impl {
     }
   }
 
+  // Threads for the per-token work between the matrix products (norms, rope, residuals, SwiGLU):
+  // serial, it was ~5% of a 512-token prompt on 2 threads while the other thread waited. Each token's
+  // values are computed exactly as before, whichever thread does it.
+  int elementwise_threads(int64_t n) const { return n >= 8 ? n_threads : 1; }
+
   void norm(const float* in, const Weight& w, const Weight& b, float* out, int64_t n) {
+#pragma omp parallel for num_threads(elementwise_threads(n)) schedule(static)
     for (int64_t t = 0; t < n; ++t) {
       if (c.arch == Arch::GPT2)
         layer_norm(in + t * E, w, b, out + t * E, E, c.norm_eps);
@@ -183,6 +189,8 @@ struct Session::Impl {
     add_bias(v.data(), L.bv, n, KV);
     float* kc = k_cache.data() + size_t(il) * n_ctx * KV;
     float* vc = v_cache.data() + size_t(il) * n_ctx * KV;
+    const int nt = elementwise_threads(n);
+#pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < n; ++t) {
       if (c.arch == Arch::Llama) {
         rope.apply(q.data() + t * Q, c.n_head, p0 + int(t));
@@ -194,6 +202,7 @@ struct Session::Impl {
     attention(il, p0, n);
     mm(L.wo, att.data(), n, xb.data());
     add_bias(xb.data(), L.bo, n, E);
+#pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n * E; ++i) x[size_t(i)] += xb[size_t(i)];
 
     norm(x.data(), L.ffn_norm, L.ffn_norm_b, xb.data(), n);
@@ -207,10 +216,12 @@ struct Session::Impl {
       mm(L.w_up, xb.data(), n, hb2.data());
       add_bias(hb.data(), L.b_gate, n, F);
       add_bias(hb2.data(), L.b_up, n, F);
+#pragma omp parallel for num_threads(nt) schedule(static)
       for (int64_t i = 0; i < n * F; ++i) hb[size_t(i)] = silu(hb[size_t(i)]) * hb2[size_t(i)];
     }
     mm(L.w_down, hb.data(), n, xb.data());
     add_bias(xb.data(), L.b_down, n, E);
+#pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n * E; ++i) x[size_t(i)] += xb[size_t(i)];
   }
 
