@@ -11,46 +11,22 @@
 // for bit on awkward inputs.
 #include <immintrin.h>
 
-#include <cstring>
-
+#include "quant/lanes_avx2.h"
 #include "quant/quant_util.h"
 
 namespace qforge::quant {
+
 namespace {
-
-constexpr int kLanes = 8, kSub = 32;
-
-// round_even(v) then clamp to [0, qmax], per lane, as the scalar does it: values too large for the
-// shift trick (and NaN) become +-4194303 first, which the clamp turns into qmax or 0.
-inline __m256 level(__m256 v, __m256i qmax) {
-  const __m256 shift = _mm256_set1_ps(12582912.0f);
-  const __m256 abs_v = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-  const __m256 small = _mm256_cmp_ps(abs_v, _mm256_set1_ps(4194304.0f), _CMP_LT_OQ);
-  const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, shift), shift);
-  const __m256i big = _mm256_castps_si256(
-      _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(-4194303)), _mm256_castsi256_ps(_mm256_set1_epi32(4194303)),
-                       _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ)));
-  __m256i l = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(big),
-                                                   _mm256_castsi256_ps(_mm256_cvttps_epi32(r)), small));
-  l = _mm256_min_epi32(qmax, _mm256_max_epi32(_mm256_setzero_si256(), l));
-  return _mm256_cvtepi32_ps(l);
-}
-
+constexpr int kSub = 32;
 inline __m256 square(__m256 d) { return _mm256_mul_ps(d, d); }
-
 }  // namespace
 
 void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
                            ScaleFan fan) {
   // Transposed: xt[i] holds value i of every sub-block.
   __m256 xt[kSub], wt[kSub];
-  for (int i = 0; i < kSub; ++i) {
-    alignas(32) float xs[kLanes], ws[kLanes];
-    for (int j = 0; j < kLanes; ++j) xs[j] = x[kSub * j + i], ws[j] = w[kSub * j + i];
-    xt[i] = _mm256_load_ps(xs);
-    wt[i] = _mm256_load_ps(ws);
-  }
-  const __m256i qmax_i = _mm256_set1_epi32(qmax);
+  lanes::transpose_in(x, kSub, kSub, xt);
+  lanes::transpose_in(w, kSub, kSub, wt);
   const __m256 zero = _mm256_setzero_ps();
 
   __m256 lo = xt[0], hi = xt[0], sum_w = wt[0], sum_wx = _mm256_mul_ps(wt[0], xt[0]);
@@ -69,7 +45,7 @@ void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q,
   __m256 best_err = zero;
   __m256 best_q[kSub], cand[kSub];
   for (int i = 0; i < kSub; ++i) {
-    best_q[i] = level(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo)), qmax_i);
+    best_q[i] = lanes::round_clamp(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo)), 0, qmax);
     const __m256 d = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, best_q[i]), lo), xt[i]);
     best_err = _mm256_add_ps(best_err, _mm256_mul_ps(wt[i], square(d)));
   }
@@ -77,7 +53,7 @@ void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q,
     inv = _mm256_div_ps(_mm256_set1_ps(fan.first + fan.step * float(k) + float(qmax)), _mm256_sub_ps(hi, min));
     __m256 sum_wl = zero, sum_wll = zero, sum_wxl = zero;
     for (int i = 0; i < kSub; ++i) {
-      cand[i] = level(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], min)), qmax_i);
+      cand[i] = lanes::round_clamp(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], min)), 0, qmax);
       const __m256 wl = _mm256_mul_ps(wt[i], cand[i]);
       sum_wl = _mm256_add_ps(sum_wl, wl);
       sum_wll = _mm256_add_ps(sum_wll, _mm256_mul_ps(wl, cand[i]));
@@ -106,17 +82,10 @@ void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q,
   // Flat lanes: q = 0, scale 0, offset -lo (the scalar returns before any search).
   scale = _mm256_blendv_ps(scale, zero, flat);
   min = _mm256_blendv_ps(min, lo, flat);
-  alignas(32) float out[kLanes];
-  _mm256_store_ps(out, scale);
-  std::memcpy(scales, out, sizeof out);
-  _mm256_store_ps(out, _mm256_xor_ps(min, _mm256_set1_ps(-0.0f)));  // -min, signed zero included
-  std::memcpy(offsets, out, sizeof out);
-  for (int i = 0; i < kSub; ++i) {
-    alignas(32) int32_t l[kLanes];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(l),
-                       _mm256_cvttps_epi32(_mm256_blendv_ps(best_q[i], zero, flat)));
-    for (int j = 0; j < kLanes; ++j) q[kSub * j + i] = uint8_t(l[j]);
-  }
+  lanes::store(scales, scale);
+  lanes::store(offsets, _mm256_xor_ps(min, _mm256_set1_ps(-0.0f)));  // -min, signed zero included
+  for (int i = 0; i < kSub; ++i) best_q[i] = _mm256_blendv_ps(best_q[i], zero, flat);
+  lanes::transpose_out(best_q, kSub, 0, kSub, q);
 }
 
 }  // namespace qforge::quant

@@ -28,15 +28,16 @@ constexpr int kNumSub = kSuperBlock / kSub;
 
 void quantize_block(const float* x, const float* importance, BlockQ6_K* out) {
   uint8_t q[kSuperBlock];
-  float scales[kNumSub], w[kSub];
+  float scales[kNumSub], w[kSuperBlock];
+  if (importance)
+    std::memcpy(w, importance, sizeof w);
+  else
+    for (int i = 0; i < kSuperBlock; ++i) w[i] = x[i] * x[i];
+  // Sub-blocks 0-7, then 8-15 (eight at a time: fit_symmetric_x8 runs them side by side).
+  for (int j = 0; j < kNumSub; j += 8)
+    fit_symmetric_x8(kSub, 32, x + kSub * j, w + kSub * j, q + kSub * j, scales + j);
   float amax = 0, peak = 0;
   for (int j = 0; j < kNumSub; ++j) {
-    const float* xs = x + kSub * j;
-    if (importance)
-      std::memcpy(w, importance + kSub * j, sizeof w);
-    else
-      for (int i = 0; i < kSub; ++i) w[i] = xs[i] * xs[i];
-    scales[j] = fit_symmetric(kSub, 32, xs, w, q + kSub * j);
     if (std::fabs(scales[j]) > amax) {
       amax = std::fabs(scales[j]);
       peak = scales[j];

@@ -27,6 +27,19 @@ void check_quantize_args(const char* type, const float* x, int64_t n, int64_t bl
         fail("quant: {}: importance {} of the row is {} (must be finite and >= 0)", type, i, importance[i]);
 }
 
+// ---- SIMD twins -------------------------------------------------------------------------------
+
+// The AVX2 twin where the CPU has AVX2, unless QFORGE_ISA=scalar asks for the references everywhere
+// (the same switch as the kernels' dispatch table; checked here directly so that the quantizers do not
+// depend on src/kernels).
+static bool use_avx2_twins() {
+  static const bool v = [] {
+    const char* isa = std::getenv("QFORGE_ISA");
+    return __builtin_cpu_supports("avx2") && !(isa && std::string_view(isa) == "scalar");
+  }();
+  return v;
+}
+
 // ---- symmetric grids ---------------------------------------------------------------------------
 
 namespace {
@@ -88,6 +101,11 @@ float fit_symmetric(int n, int qhalf, const float* x, const float* w, uint8_t* q
   }
   for (int i = 0; i < n; ++i) q[i] = uint8_t(best_l[i] + qhalf);
   return scale;
+}
+
+void fit_symmetric_x8(int n, int qhalf, const float* x, const float* w, uint8_t* q, float* scales) {
+  if (n <= 32 && use_avx2_twins()) return fit_symmetric_x8_avx2(n, qhalf, x, w, q, scales);
+  for (int j = 0; j < 8; ++j) scales[j] = fit_symmetric(n, qhalf, x + n * j, w + n * j, q + n * j);
 }
 
 float fit_symmetric_sweep(int n, int qhalf, const float* x, uint8_t* q) {
@@ -296,21 +314,10 @@ int nearest_code_index(const float* codebook, int size, float v) {
   return v - codebook[k - 1] < codebook[k] - v ? k - 1 : k;
 }
 
-// The AVX2 twin where the CPU has AVX2, unless QFORGE_ISA=scalar asks for the references everywhere
-// (the same switch as the kernels' dispatch table; checked here directly so that the quantizers do not
-// depend on src/kernels).
-bool use_fit_scale_min_x8() {
-  static const bool v = [] {
-    const char* isa = std::getenv("QFORGE_ISA");
-    return __builtin_cpu_supports("avx2") && !(isa && std::string_view(isa) == "scalar");
-  }();
-  return v;
-}
-
 void fit_scale_min_x8(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
                       ScaleFan fan) {
   constexpr int kSub = 32;
-  if (use_fit_scale_min_x8()) return fit_scale_min_x8_avx2(qmax, x, w, q, scales, offsets, fan);
+  if (use_avx2_twins()) return fit_scale_min_x8_avx2(qmax, x, w, q, scales, offsets, fan);
   uint8_t scratch[kSub];
   for (int j = 0; j < 8; ++j)
     scales[j] = fit_scale_min(kSub, qmax, x + kSub * j, w + kSub * j, q + kSub * j, &offsets[j], scratch, fan,

@@ -70,6 +70,13 @@ inline void importance_weights(const float* x, const float* importance, float si
 // is positive). All-zero input gives q = 0 and scale 0.
 float fit_symmetric(int n, int qhalf, const float* x, const float* w, uint8_t* q);
 
+// Eight fit_symmetric calls on n <= 32 values each: group j is x + n j with weights w + n j, its
+// integers go to q + n j and its scale to scales[j]. Bit-identical to the scalar calls; AVX2 lanes
+// where the CPU has them (fit_symmetric_avx2.cpp) unless QFORGE_ISA=scalar.
+void fit_symmetric_x8(int n, int qhalf, const float* x, const float* w, uint8_t* q, float* scales);
+void fit_symmetric_x8_avx2(int n, int qhalf, const float* x, const float* w, uint8_t* q,
+                           float* scales);  // AVX2 CPUs only
+
 // Symmetric grid refined one weight at a time: start as fit_symmetric's first guess, then up to five
 // sweeps that move single q[i] to the level that is best given all the others, with weights x[i]^2.
 // Returns the scale; q as for fit_symmetric.

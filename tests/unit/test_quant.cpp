@@ -771,3 +771,40 @@ TEST(QuantSearch, ScaleMinLanesBitIdenticalToScalar) {
     }
   }
 }
+
+TEST(QuantSearch, SymmetricLanesBitIdenticalToScalar) {
+  if (!kernels::cpu().avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  const int sizes[] = {16, 32, 7};
+  const int qhalves[] = {32, 4, 8, 16};
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int n = sizes[trial % 3], qhalf = qhalves[trial % 4];
+    float x[256], w[256];
+    const float spread = std::pow(10.0f, float(trial % 13) - 6.0f);
+    for (int i = 0; i < 8 * n; ++i) {
+      x[i] = spread * normal(rng);
+      w[i] = trial % 3 == 0 ? x[i] * x[i] : uniform(rng) * 4.0f;
+    }
+    // Awkward groups: all zero, below the all-zero limit, constant, a tie for the peak, zero weights.
+    const int kind = trial % 6;
+    for (int i = 0; i < n; ++i) {
+      if (kind == 1) x[i] = 0.0f;
+      if (kind == 2) x[n + i] = 1e-16f;
+      if (kind == 3) x[2 * n + i] = -0.5f * spread;
+      if (kind == 4 && i < 2) x[3 * n + i] = i == 0 ? 2 * spread : -2 * spread;
+      if (kind == 5) w[4 * n + i] = 0.0f;
+    }
+    uint8_t q_lanes[256], q_ref[256];
+    float s_lanes[8];
+    quant::fit_symmetric_x8_avx2(n, qhalf, x, w, q_lanes, s_lanes);
+    for (int j = 0; j < 8; ++j) {
+      const float s_ref = quant::fit_symmetric(n, qhalf, x + n * j, w + n * j, q_ref + n * j);
+      ASSERT_EQ(std::memcmp(&s_ref, &s_lanes[j], 4), 0)
+          << "trial " << trial << " group " << j << ": scale expected " << s_ref << " actual " << s_lanes[j];
+      for (int i = 0; i < n; ++i)
+        ASSERT_EQ(q_ref[n * j + i], q_lanes[n * j + i]) << "trial " << trial << " index " << n * j + i;
+    }
+  }
+}
