@@ -1,5 +1,5 @@
-// fit_scale_min for the eight 32-value sub-blocks of a q4_K / q5_K super-block at once, one sub-block
-// per AVX2 lane (compiled with -mavx2 -ffp-contract=off only, and called only on CPUs with AVX2).
+// fit_scale_min for eight sub-blocks at once (the 32-value sub-blocks of a q4_K / q5_K super-block,
+// eight of q2_K's sixteen 16-value ones), one sub-block per AVX2 lane (compiled with -mavx2 -ffp-contract=off only, and called only on CPUs with AVX2).
 //
 // Why lanes and not a vectorised loop over the 32 values: the scalar search accumulates its sums in
 // float from the first value to the last, and llama-quantize produces the very same bytes only with
@@ -17,20 +17,23 @@
 namespace qforge::quant {
 
 namespace {
-constexpr int kSub = 32;
-inline __m256 square(__m256 d) { return _mm256_mul_ps(d, d); }
+constexpr int kMaxN = 32;
 }  // namespace
 
-void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
-                           ScaleFan fan) {
+void fit_scale_min_x8_avx2(int n, int qmax, const float* x, const float* w, uint8_t* q, float* scales,
+                           float* offsets, ScaleFan fan, ErrorNorm norm) {
   // Transposed: xt[i] holds value i of every sub-block.
-  __m256 xt[kSub], wt[kSub];
-  lanes::transpose_in(x, kSub, kSub, xt);
-  lanes::transpose_in(w, kSub, kSub, wt);
+  __m256 xt[kMaxN] = {}, wt[kMaxN] = {};  // 1 <= n <= kMaxN (fit_scale_min_x8 checks)
+  lanes::transpose_in(x, n, n, xt);
+  lanes::transpose_in(w, n, n, wt);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  auto error_of = [&](__m256 d) {
+    return norm == ErrorNorm::Absolute ? _mm256_andnot_ps(sign, d) : _mm256_mul_ps(d, d);
+  };
   const __m256 zero = _mm256_setzero_ps();
 
   __m256 lo = xt[0], hi = xt[0], sum_w = wt[0], sum_wx = _mm256_mul_ps(wt[0], xt[0]);
-  for (int i = 1; i < kSub; ++i) {
+  for (int i = 1; i < n; ++i) {
     lo = _mm256_min_ps(xt[i], lo);  // = std::min(lo, x): x only if x < lo
     hi = _mm256_max_ps(xt[i], hi);  // = std::max(hi, x): x only if hi < x
     sum_w = _mm256_add_ps(sum_w, wt[i]);
@@ -43,16 +46,16 @@ void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q,
   __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), inv);
   __m256 min = lo;
   __m256 best_err = zero;
-  __m256 best_q[kSub], cand[kSub];
-  for (int i = 0; i < kSub; ++i) {
+  __m256 best_q[kMaxN], cand[kMaxN];
+  for (int i = 0; i < n; ++i) {
     best_q[i] = lanes::round_clamp(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo)), 0, qmax);
     const __m256 d = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, best_q[i]), lo), xt[i]);
-    best_err = _mm256_add_ps(best_err, _mm256_mul_ps(wt[i], square(d)));
+    best_err = _mm256_add_ps(best_err, _mm256_mul_ps(wt[i], error_of(d)));
   }
   for (int k = 0; k <= fan.count && fan.count >= 1; ++k) {
     inv = _mm256_div_ps(_mm256_set1_ps(fan.first + fan.step * float(k) + float(qmax)), _mm256_sub_ps(hi, min));
     __m256 sum_wl = zero, sum_wll = zero, sum_wxl = zero;
-    for (int i = 0; i < kSub; ++i) {
+    for (int i = 0; i < n; ++i) {
       cand[i] = lanes::round_clamp(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], min)), 0, qmax);
       const __m256 wl = _mm256_mul_ps(wt[i], cand[i]);
       sum_wl = _mm256_add_ps(sum_wl, wl);
@@ -68,13 +71,13 @@ void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q,
     m = _mm256_blendv_ps(m, zero, positive);
     s = _mm256_blendv_ps(s, _mm256_div_ps(sum_wxl, sum_wll), positive);
     __m256 err = zero;
-    for (int i = 0; i < kSub; ++i) {
+    for (int i = 0; i < n; ++i) {
       const __m256 d = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(s, cand[i]), m), xt[i]);
-      err = _mm256_add_ps(err, _mm256_mul_ps(wt[i], square(d)));
+      err = _mm256_add_ps(err, _mm256_mul_ps(wt[i], error_of(d)));
     }
     const __m256 better = _mm256_and_ps(solvable, _mm256_cmp_ps(err, best_err, _CMP_LT_OQ));
     if (_mm256_movemask_ps(better) == 0) continue;
-    for (int i = 0; i < kSub; ++i) best_q[i] = _mm256_blendv_ps(best_q[i], cand[i], better);
+    for (int i = 0; i < n; ++i) best_q[i] = _mm256_blendv_ps(best_q[i], cand[i], better);
     best_err = _mm256_blendv_ps(best_err, err, better);
     scale = _mm256_blendv_ps(scale, s, better);
     min = _mm256_blendv_ps(min, m, better);
@@ -84,8 +87,8 @@ void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q,
   min = _mm256_blendv_ps(min, lo, flat);
   lanes::store(scales, scale);
   lanes::store(offsets, _mm256_xor_ps(min, _mm256_set1_ps(-0.0f)));  // -min, signed zero included
-  for (int i = 0; i < kSub; ++i) best_q[i] = _mm256_blendv_ps(best_q[i], zero, flat);
-  lanes::transpose_out(best_q, kSub, 0, kSub, q);
+  for (int i = 0; i < n; ++i) best_q[i] = _mm256_blendv_ps(best_q[i], zero, flat);
+  lanes::transpose_out(best_q, n, 0, n, q);
 }
 
 }  // namespace qforge::quant

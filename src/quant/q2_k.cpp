@@ -48,13 +48,14 @@ void requantize(const float* x, const BlockQ2_K& blk, uint8_t* q) {
 }
 
 void quantize_block_plain(const float* x, BlockQ2_K* out) {
-  uint8_t q[kSuperBlock], scratch[kSub];
-  float scales[kNumSub], offsets[kNumSub], w[kSub];
+  uint8_t q[kSuperBlock];
+  float scales[kNumSub], offsets[kNumSub], w[kSuperBlock];
   float max_scale = 0, max_offset = 0;
+  for (int i = 0; i < kSuperBlock; ++i) w[i] = std::fabs(x[i]);
+  for (int j = 0; j < kNumSub; j += 8)  // eight sub-blocks side by side
+    fit_scale_min_x8(kSub, 3, x + kSub * j, w + kSub * j, q + kSub * j, scales + j, offsets + j, {-0.5f, 0.1f, 15},
+                     ErrorNorm::Absolute);
   for (int j = 0; j < kNumSub; ++j) {
-    for (int i = 0; i < kSub; ++i) w[i] = std::fabs(x[kSub * j + i]);
-    scales[j] = fit_scale_min(kSub, 3, x + kSub * j, w, q + kSub * j, &offsets[j], scratch, {-0.5f, 0.1f, 15},
-                              ErrorNorm::Absolute);
     max_scale = std::max(max_scale, scales[j]);
     max_offset = std::max(max_offset, offsets[j]);
   }
@@ -77,16 +78,17 @@ void quantize_block_plain(const float* x, BlockQ2_K* out) {
 }
 
 void quantize_block_weighted(const float* x, const float* importance, BlockQ2_K* out) {
-  uint8_t q[kSuperBlock], scratch[kSub], scale_q[kNumSub], offset_q[kNumSub];
-  float scales[kNumSub], offsets[kNumSub], sub_weight[kNumSub], w[kSub];
+  uint8_t q[kSuperBlock], scale_q[kNumSub], offset_q[kNumSub];
+  float scales[kNumSub], offsets[kNumSub], sub_weight[kNumSub], w[kSuperBlock];
   const float sigma2 = sum_squares(x, kSuperBlock) / kSuperBlock;
   for (int j = 0; j < kNumSub; ++j) {
-    importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w);
+    importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w + kSub * j);
     sub_weight[j] = 0;
-    for (int i = 0; i < kSub; ++i) sub_weight[j] += w[i];
-    scales[j] = fit_scale_min(kSub, 3, x + kSub * j, w, q + kSub * j, &offsets[j], scratch, {-0.9f, 0.05f, 36},
-                              ErrorNorm::Squared);
+    for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
   }
+  for (int j = 0; j < kNumSub; j += 8)
+    fit_scale_min_x8(kSub, 3, x + kSub * j, w + kSub * j, q + kSub * j, scales + j, offsets + j, {-0.9f, 0.05f, 36},
+                     ErrorNorm::Squared);
   out->d = to_half(fit_positive_levels(kNumSub, 15, scales, sub_weight, scale_q));
   out->dmin = to_half(fit_positive_levels(kNumSub, 15, offsets, sub_weight, offset_q));
   for (int j = 0; j < kNumSub; ++j) out->scales[j] = uint8_t(scale_q[j] | (offset_q[j] << 4));

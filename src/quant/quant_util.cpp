@@ -314,14 +314,12 @@ int nearest_code_index(const float* codebook, int size, float v) {
   return v - codebook[k - 1] < codebook[k] - v ? k - 1 : k;
 }
 
-void fit_scale_min_x8(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
-                      ScaleFan fan) {
-  constexpr int kSub = 32;
-  if (use_avx2_twins()) return fit_scale_min_x8_avx2(qmax, x, w, q, scales, offsets, fan);
-  uint8_t scratch[kSub];
+void fit_scale_min_x8(int n, int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
+                      ScaleFan fan, ErrorNorm norm) {
+  if (n <= 32 && use_avx2_twins()) return fit_scale_min_x8_avx2(n, qmax, x, w, q, scales, offsets, fan, norm);
+  uint8_t scratch[32];
   for (int j = 0; j < 8; ++j)
-    scales[j] = fit_scale_min(kSub, qmax, x + kSub * j, w + kSub * j, q + kSub * j, &offsets[j], scratch, fan,
-                              ErrorNorm::Squared);
+    scales[j] = fit_scale_min(n, qmax, x + n * j, w + n * j, q + n * j, &offsets[j], scratch, fan, norm);
 }
 
 void fit_scale_min_superblock(const float* x, const float* importance, int qmax, ScaleFan plain_fan, uint16_t* d,
@@ -338,7 +336,7 @@ void fit_scale_min_superblock(const float* x, const float* importance, int qmax,
       sub_weight[j] = 0;
       for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
     }
-    fit_scale_min_x8(qmax, x, w, q, scales, offsets, {-0.9f, 0.05f, 36});
+    fit_scale_min_x8(kSub, qmax, x, w, q, scales, offsets, {-0.9f, 0.05f, 36}, ErrorNorm::Squared);
     *d = to_half(fit_positive_levels(kNumSub, 63, scales, sub_weight, scale_q));
     *dmin = to_half(fit_positive_levels(kNumSub, 63, offsets, sub_weight, offset_q));
   } else {
@@ -347,7 +345,7 @@ void fit_scale_min_superblock(const float* x, const float* importance, int qmax,
       const float rms = std::sqrt(sum_squares(xs, kSub) / kSub);
       for (int i = 0; i < kSub; ++i) w[kSub * j + i] = rms + std::fabs(xs[i]);
     }
-    fit_scale_min_x8(qmax, x, w, q, scales, offsets, plain_fan);
+    fit_scale_min_x8(kSub, qmax, x, w, q, scales, offsets, plain_fan, ErrorNorm::Squared);
     float max_scale = 0, max_offset = 0;
     for (int j = 0; j < kNumSub; ++j) {
       max_scale = std::max(max_scale, scales[j]);

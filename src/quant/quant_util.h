@@ -99,14 +99,14 @@ enum class ErrorNorm { Squared, Absolute };
 float fit_scale_min(int n, int qmax, const float* x, const float* w, uint8_t* q, float* offset, uint8_t* scratch,
                     ScaleFan fan, ErrorNorm norm);
 
-// Eight fit_scale_min calls with ErrorNorm::Squared on 32 values each: sub-block j is x + 32 j with
-// weights w + 32 j, its integers go to q + 32 j, its scale and offset to scales[j] and offsets[j].
-// Bit-identical to the scalar calls; runs them side by side in AVX2 lanes where the CPU has AVX2
-// (fit_scale_min_avx2.cpp) unless QFORGE_ISA=scalar.
-void fit_scale_min_x8(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
-                      ScaleFan fan);
-void fit_scale_min_x8_avx2(int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
-                           ScaleFan fan);  // AVX2 CPUs only
+// Eight fit_scale_min calls on n <= 32 values each: sub-block j is x + n j with weights w + n j, its
+// integers go to q + n j, its scale and offset to scales[j] and offsets[j]. Bit-identical to the
+// scalar calls; runs them side by side in AVX2 lanes where the CPU has AVX2 (fit_scale_min_avx2.cpp)
+// unless QFORGE_ISA=scalar.
+void fit_scale_min_x8(int n, int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
+                      ScaleFan fan, ErrorNorm norm);
+void fit_scale_min_x8_avx2(int n, int qmax, const float* x, const float* w, uint8_t* q, float* scales,
+                           float* offsets, ScaleFan fan, ErrorNorm norm);  // AVX2 CPUs only
 
 // Quantizes n non-negative values (sub-block scales or mins) to integers 0..qmax times one common
 // scale, minimising the w-weighted squared error: tries 8 scales around max/qmax, then refines single

@@ -755,19 +755,22 @@ TEST(QuantSearch, ScaleMinLanesBitIdenticalToScalar) {
     if (kind == 0) x[200] = -0.0f;
     const int qmax = qmaxes[trial % 3];
     const quant::ScaleFan fan = fans[trial % 4];
+    // q4_K/q5_K: 32 values, squared error; q2_K: 16 values, absolute or squared error.
+    const int n = trial % 5 < 3 ? 32 : 16;
+    const auto norm = trial % 5 == 4 ? quant::ErrorNorm::Absolute : quant::ErrorNorm::Squared;
     uint8_t q_lanes[256], q_ref[256], scratch[32];
     float s_lanes[8], o_lanes[8];
-    quant::fit_scale_min_x8_avx2(qmax, x, w, q_lanes, s_lanes, o_lanes, fan);
+    quant::fit_scale_min_x8_avx2(n, qmax, x, w, q_lanes, s_lanes, o_lanes, fan, norm);
     for (int j = 0; j < 8; ++j) {
       float o_ref = 0;
-      const float s_ref = quant::fit_scale_min(32, qmax, x + 32 * j, w + 32 * j, q_ref + 32 * j, &o_ref, scratch, fan,
-                                               quant::ErrorNorm::Squared);
+      const float s_ref =
+          quant::fit_scale_min(n, qmax, x + n * j, w + n * j, q_ref + n * j, &o_ref, scratch, fan, norm);
       ASSERT_EQ(std::memcmp(&s_ref, &s_lanes[j], 4), 0)
           << "trial " << trial << " sub-block " << j << ": scale expected " << s_ref << " actual " << s_lanes[j];
       ASSERT_EQ(std::memcmp(&o_ref, &o_lanes[j], 4), 0)
           << "trial " << trial << " sub-block " << j << ": offset expected " << o_ref << " actual " << o_lanes[j];
-      for (int i = 0; i < 32; ++i)
-        ASSERT_EQ(q_ref[32 * j + i], q_lanes[32 * j + i]) << "trial " << trial << " index " << 32 * j + i;
+      for (int i = 0; i < n; ++i)
+        ASSERT_EQ(q_ref[n * j + i], q_lanes[n * j + i]) << "trial " << trial << " index " << n * j + i;
     }
   }
 }
