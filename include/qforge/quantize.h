@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/imatrix.h"
 #include "qforge/model.h"
 
 namespace qforge {
@@ -27,6 +28,10 @@ struct QuantizeOptions {
   QuantizeFormat format = QuantizeFormat::Gguf;
   bool pure = false;                // llama-quantize --pure: the type in every matrix (no mix rules)
   bool allow_requantize = false;    // accept an already-quantized source (quality loss compounds)
+  // llama-imatrix's per-column importance, by GGUF tensor name (qforge/imatrix.h); GGUF output only.
+  // Matrices it covers are quantized with it (as llama-quantize --imatrix), and the mix rules that
+  // depend on it apply (q4_0/q5_0 guard the first ffn_down layers, iq4_nl keeps them).
+  const ImportanceMatrix* importance = nullptr;
   int n_threads = 1;
   std::function<void(const QuantizeProgress&)> on_progress;  // called as rows are written
 };
@@ -48,6 +53,8 @@ struct QuantizeReport {
   double seconds = 0;
   std::vector<QuantizedTensor> tensors;
   std::vector<std::string> warnings;  // where the plan departs from what llama-quantize would do
+  std::string imatrix;                // the importance matrix used, if any
+  int imatrix_tensors = 0;            // matrices quantized with it
   double bits_per_weight() const { return n_weights ? 8.0 * double(out_weight_bytes) / double(n_weights) : 0; }
 };
 

@@ -460,7 +460,8 @@ QuantPlan plan_quantization(const PlanModel& model, std::span<const PlanTensor> 
       const Category c = category_of(tensors[i].name);
       if (plan.tensors[i].quantizable && plan.tensors[i].type->dtype == DType::Q2_K && c != Category::TokenEmbd &&
           c != Category::Output)
-        fail("quantize: {} needs an importance matrix: without one llama.cpp refuses its q2_k tensors ('{}' first)",
+        fail("quantize: {} needs an importance matrix (--imatrix FILE, from llama.cpp's llama-imatrix): without one "
+             "llama.cpp refuses its q2_k tensors ('{}' first)",
              mix.name, tensors[i].name);
     }
   }

@@ -37,6 +37,20 @@ void release_source(const ExportTensor& t) {
 #endif
 }
 
+// The importance of a tensor's columns, or null when the matrix has none (llama-quantize then
+// quantizes it without, as it does here). A size that does not match is an error, except for the
+// token embedding, which llama-imatrix never measures as a matrix input.
+const float* tensor_importance(const ImportanceMatrix* im, const ExportTensor& t, int64_t cols) {
+  if (!im || t.vector) return nullptr;
+  const std::vector<float>* v = im->find(t.name);
+  if (!v) return nullptr;
+  if (int64_t(v->size()) == cols) return v->data();
+  if (t.name == "token_embd.weight") return nullptr;
+  fail("quantize: --imatrix {}: entry '{}' has {} values, but the tensor's rows have {} (an importance matrix "
+       "of another model?)",
+       im->path, t.name, v->size(), cols);
+}
+
 }  // namespace
 
 void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vector<const QuantType*>& types,
@@ -52,6 +66,7 @@ void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vecto
     const uint64_t out_row = q.row_bytes(cols);
     // Same type in and out: rows are copied (and reordered) as bytes, never rounded twice.
     const bool raw = t.raw_copy_possible(q.dtype);
+    const float* importance = tensor_importance(opt.importance, t, cols);
     std::vector<float> whole;
     if (t.transpose) whole = t.materialize_f32();
     const int64_t chunk = std::min(rows, chunk_rows(cols));
@@ -84,7 +99,7 @@ void stream_quantized(const std::vector<ExportTensor>& tensors, const std::vecto
           }
           float* x = t.transpose ? whole.data() + (r0 + r) * cols : in.data() + r * cols;
           if (!t.transpose) t.row_f32(r0 + r, x);
-          q.quantize_row(x, out.data() + size_t(r) * out_row, cols, nullptr);
+          q.quantize_row(x, out.data() + size_t(r) * out_row, cols, importance);
         } catch (...) {
           std::lock_guard<std::mutex> lock(error_mu);
           if (!error) error = std::current_exception();
@@ -177,7 +192,8 @@ TensorTypePlan plan_types(const Model& m, const std::vector<ExportTensor>& tenso
                           bool hf) {
   std::vector<PlanTensor> pt;
   for (const ExportTensor& t : tensors) pt.push_back({t.name, t.shape()});
-  const QuantPlan plan = plan_quantization(plan_model(m.cfg), pt, opt.type, opt.keep, opt.pure);
+  const QuantPlan plan =
+      plan_quantization(plan_model(m.cfg), pt, opt.type, opt.keep, opt.pure, opt.importance != nullptr);
   TensorTypePlan p;
   for (const PlannedTensor& t : plan.tensors) {
     p.types.push_back(t.type);
@@ -231,7 +247,23 @@ QuantizeReport quantize_model(const Model& m, const std::string& out_path, const
   check_source(m, tensors, opt);
   const TensorTypePlan plan = plan_types(m, tensors, opt, hf);
 
+  if (opt.importance && hf)
+    fail("quantize: --imatrix names GGUF tensors and applies to GGUF output only (drop --format hf)");
   QuantizeReport r;
+  if (opt.importance) {
+    r.imatrix = opt.importance->path;
+    // Checked before anything is written: a size mismatch fails here, not half-way through the file.
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const ExportTensor& t = tensors[i];
+      const bool has = tensor_importance(opt.importance, t, t.stored_cols()) != nullptr;
+      if (t.vector || !plan.types[i]->uses_importance) continue;
+      if (has)
+        ++r.imatrix_tensors;
+      else if (plan.types[i]->dtype != t.src_dtype() && t.name != "token_embd.weight")  // never measured
+        r.warnings.push_back(fmt::format("--imatrix has no entry for '{}': quantized to {} without one",
+                                         t.name, plan.types[i]->name));
+    }
+  }
   r.output = out_path;
   r.format = hf ? "hf" : "gguf";
   r.type = opt.type;
@@ -244,7 +276,7 @@ QuantizeReport quantize_model(const Model& m, const std::string& out_path, const
     r.out_weight_bytes += r.tensors.back().bytes;
   }
   r.src_file_bytes = m.size_on_disk;
-  r.warnings = plan.warnings;
+  r.warnings.insert(r.warnings.begin(), plan.warnings.begin(), plan.warnings.end());
 
   if (!hf) {
     write_gguf(m, out_path, tensors, types, model_name(m), plan.file_type, kGgufDefaultAlignment, opt);

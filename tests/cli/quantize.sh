@@ -95,5 +95,15 @@ expect 2 "regex|regular expression" -- "$Q" quantize "$M" --type q8_0 --keep "([
 expect 2 "172" -- "$Q" quantize "$M" --type q8_0 --keep "blk\.0\.ffn_down\.weight=q4_k" -o "$T/bad9.gguf"
 check "no output after bad overrides" test -z "$(ls "$T" | grep -E 'bad[0-9]')"
 
+# 6. Importance matrices (llama-imatrix's output for tinystories-7M; byte-level checks: test_imatrix).
+IM="$(dirname "$0")/../data/imatrix"
+"$Q" quantize "$M7" --type q4_k_m --imatrix "$IM/ts7-imatrix.dat" -o "$T/im.gguf" --no-eval --json >"$T/im.json" 2>"$T/im.err"
+check "--imatrix quantize exits 0" test $? -eq 0
+check "--imatrix report counts the matrices" test "$(json_field "$T/im.json" "j['imatrix']['tensors'] == 56")" = True
+expect 2 "q2_k_s needs an importance matrix.*--imatrix" -- "$Q" quantize "$M7" --type q2_k_s -o "$T/bad10.gguf" --no-eval
+expect 2 "has 256 values, but the tensor's rows have 64" -- "$Q" quantize "$M" --type q8_0 --imatrix "$IM/ts7-imatrix.gguf" -o "$T/bad11.gguf" --no-eval
+expect 2 "not an importance matrix" -- "$Q" quantize "$M7" --type q4_k_m --imatrix "$M7/config.json" -o "$T/bad12.gguf" --no-eval
+check "no output after bad importance matrices" test -z "$(ls "$T" | grep -E 'bad1[0-2]')"
+
 echo "quantize.sh: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

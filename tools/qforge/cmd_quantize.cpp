@@ -19,7 +19,7 @@ namespace qforge::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, out, type, format = "gguf", eval_text, eval_prompt;
+  std::string model, out, type, format = "gguf", eval_text, eval_prompt, imatrix;
   std::vector<std::string> keep;
   int threads = 0, eval_ctx = 256, eval_chunks = 20, eval_runs = 3, eval_prompt_tokens = 128, eval_gen = 32;
   bool no_eval = false, allow_requantize = false, force = false, pure = false;
@@ -82,6 +82,14 @@ int run_quantize(QuantizeArgs& a) {
   else if (a.format == "hf") qo.format = QuantizeFormat::Hf;
   else fail("quantize: --format {}: unknown (choose gguf or hf)", a.format);
 
+  ImportanceMatrix im;
+  if (!a.imatrix.empty()) {
+    im = load_imatrix(a.imatrix);
+    qo.importance = &im;
+    fmt::print(stderr, "quantize: importance matrix {}: {} entries{}{}\n", a.imatrix, im.entries.size(),
+               im.chunk_count ? fmt::format(", {} chunks", im.chunk_count) : "",
+               im.datasets.empty() ? "" : fmt::format(" of {}", im.datasets[0]));
+  }
   auto src = load_model(a.model);
   fmt::print(stderr, "quantize: {} ({}, {} of weights) -> {} ({} {}) with {} threads\n", a.model, src->source_format,
              human_bytes(src->weight_bytes()), a.out, a.format, a.type, a.threads);
@@ -111,6 +119,7 @@ int run_quantize(QuantizeArgs& a) {
   fmt::print("quantized {} -> {} ({}) in {:.1f} s ({:.1f} M weights/s)\n", a.model, r.output, r.type, r.seconds,
              double(r.n_weights) / std::max(r.seconds, 1e-9) / 1e6);
   fmt::print("  tensors: {}\n", mix);
+  if (!r.imatrix.empty()) fmt::print("  importance matrix: {} ({} matrices quantized with it)\n", r.imatrix, r.imatrix_tensors);
   fmt::print("  size on disk: {} -> {} ({:.1f}% smaller); {:.3f} bits per weight\n", human_bytes(r.src_file_bytes),
              human_bytes(r.out_file_bytes), reduction, r.bits_per_weight());
 
@@ -128,6 +137,7 @@ int run_quantize(QuantizeArgs& a) {
                       {"bits_per_weight", r.bits_per_weight()},
                       {"threads", a.threads},
                       {"warnings", r.warnings}};
+  if (!r.imatrix.empty()) j["imatrix"] = {{"file", r.imatrix}, {"tensors", r.imatrix_tensors}};
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : r.tensors)
     tensors.push_back({{"name", t.name}, {"src_type", t.src_type}, {"type", t.type}, {"shape", t.shape},
@@ -205,6 +215,9 @@ void register_quantize(CLI::App& app) {
                   "(e.g. 'output\\.weight=q8_0', 'blk\\.0\\..*=f16')");
   sub->add_option("--format", a.format, "Output format: gguf, or hf (f16/bf16/f32 only)")->capture_default_str();
   sub->add_option("-t,--threads", a.threads, "Threads (0 = all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
+  sub->add_option("--imatrix", a.imatrix,
+                  "Importance matrix from llama.cpp's llama-imatrix (GGUF or legacy .dat): matrices it covers are "
+                  "quantized to lower weighted error, as llama-quantize --imatrix does (GGUF output only)");
   sub->add_flag("--pure", a.pure, "One type in every matrix, without the mix's per-tensor rules (llama-quantize --pure)");
   sub->add_flag("--allow-requantize", a.allow_requantize, "Accept an already-quantized source (errors compound)");
   sub->add_flag("-f,--force", a.force, "Replace the output if it exists");
