@@ -115,7 +115,8 @@ make_seeds() {  # TARGET DIR
   seeds=$(sed -n 's|^// fuzz-seeds:||p' "$src" 2>/dev/null | tr '\n' ' ')
   for rel in $seeds; do
     f="$SHARED/$rel"
-    if [ ! -f "$f" ]; then echo "fuzz.sh: $target: seed $rel not in $SHARED (skipped)" >&2; continue; fi
+    case "$rel" in repo:*) rel=${rel#repo:}; f="$ROOT/$rel" ;; esac  # a seed kept in the repository
+    if [ ! -f "$f" ]; then echo "fuzz.sh: $target: seed $f not found (skipped)" >&2; continue; fi
     base=$(echo "$rel" | tr '/' '_')
     size=$(stat -c %s "$f")
     if [ "$size" -le 65536 ]; then cp "$f" "$dir/$base"; chmod u+w "$dir/$base"; fi

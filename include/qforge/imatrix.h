@@ -13,6 +13,8 @@
 // Both are hostile input: every length is checked against the bytes left, and a value that is not
 // finite or is negative is an error naming the file and the entry.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,5 +35,7 @@ struct ImportanceMatrix {
 };
 
 ImportanceMatrix load_imatrix(const std::string& path);
+// The same from bytes in memory (fuzzing); `name` stands for the path in messages.
+ImportanceMatrix parse_imatrix(const uint8_t* data, size_t size, const std::string& name);
 
 }  // namespace qforge

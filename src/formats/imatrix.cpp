@@ -44,16 +44,16 @@ class Reader {
   size_t n_, at_ = 0;
 };
 
-ImportanceMatrix load_legacy(const std::string& path, const MappedFile& f) {
+ImportanceMatrix load_legacy(const std::string& path, const uint8_t* data, size_t size) {
   ImportanceMatrix m;
   m.path = path;
   m.legacy = true;
-  Reader r(path, f.data(), f.size());
+  Reader r(path, data, size);
   const int32_t n_entries = r.i32("the entry count");
   // Each entry takes at least 12 bytes: a count beyond that is not a legacy imatrix.
   if (n_entries < 1 || uint64_t(n_entries) * 12 > r.left())
     fail("imatrix: {}: {} entries in {} bytes: not an importance matrix (neither GGUF nor llama.cpp's legacy .dat)",
-         path, n_entries, f.size());
+         path, n_entries, size);
   for (int32_t e = 0; e < n_entries; ++e) {
     const int32_t len = r.i32("a name length");
     if (len < 1 || len > 4096) fail("imatrix: {}: entry {}: name length {} (want 1..4096)", path, e, len);
@@ -93,8 +93,8 @@ std::vector<float> f32_values(const GgufFile& g, const GgufTensor& t) {
   return v;
 }
 
-ImportanceMatrix load_gguf(const std::string& path) {
-  const auto g = GgufFile::open(path);
+ImportanceMatrix load_gguf(const std::string& path, const uint8_t* data, size_t size) {
+  const auto g = GgufFile::parse(data, size, path);
   ImportanceMatrix m;
   m.path = path;
   m.chunk_count = int(g->get_u32("imatrix.chunk_count", 0));
@@ -129,10 +129,14 @@ ImportanceMatrix load_gguf(const std::string& path) {
 
 }  // namespace
 
+ImportanceMatrix parse_imatrix(const uint8_t* data, size_t size, const std::string& name) {
+  if (size >= 4 && std::memcmp(data, "GGUF", 4) == 0) return load_gguf(name, data, size);
+  return load_legacy(name, data, size);
+}
+
 ImportanceMatrix load_imatrix(const std::string& path) {
   const auto f = MappedFile::open(path);
-  if (f->size() >= 4 && std::memcmp(f->data(), "GGUF", 4) == 0) return load_gguf(path);
-  return load_legacy(path, *f);
+  return parse_imatrix(f->data(), f->size(), path);
 }
 
 }  // namespace qforge
