@@ -15,9 +15,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "qforge/model.h"
 
 namespace qforge {
 
@@ -37,5 +40,36 @@ struct ImportanceMatrix {
 ImportanceMatrix load_imatrix(const std::string& path);
 // The same from bytes in memory (fuzzing); `name` stands for the path in messages.
 ImportanceMatrix parse_imatrix(const uint8_t* data, size_t size, const std::string& name);
+
+// ---- computing one (`qforge imatrix`) ---------------------------------------------------------
+
+struct ImatrixOptions {
+  int n_ctx = 512;             // tokens per chunk (the first set to BOS, as llama-imatrix does)
+  int n_chunks = -1;           // at most this many chunks (-1 = the whole text)
+  int n_threads = 0;
+  bool process_output = false; // also measure the output matrix (llama-imatrix --process-output)
+  std::string dataset;         // the calibration file's name, stored in the output
+};
+
+// Sums of squared activations per column and the tokens seen, per matrix (GGUF names), as
+// llama-imatrix's GGUF output stores them.
+struct ImatrixSums {
+  struct Entry {
+    std::vector<double> sum2;
+    int64_t count = 0;
+  };
+  std::map<std::string, Entry> entries;
+  int chunk_count = 0, chunk_size = 0;
+  std::string dataset;
+};
+
+// Runs the model over chunks of `tokens` and accumulates, for every weight matrix, the squares of
+// its input activations. progress(chunk, n_chunks) after each chunk.
+ImatrixSums collect_imatrix(const Model& model, const std::vector<int>& tokens, const ImatrixOptions& opt,
+                            const std::function<void(int, int)>& progress = {});
+
+// Writes llama-imatrix's GGUF format (NAME.in_sum2, NAME.counts, imatrix.* keys) through a temporary
+// file renamed into place; llama-quantize --imatrix and load_imatrix read it.
+void write_imatrix_gguf(const ImatrixSums& sums, const std::string& path);
 
 }  // namespace qforge

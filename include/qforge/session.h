@@ -1,5 +1,6 @@
 // Inference state for one sequence: KV cache, scratch buffers, and the forward pass.
 #pragma once
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -12,6 +13,9 @@ struct SessionOptions {
   int n_ctx = 0;       // 0: the model's max context
   int n_threads = 0;   // 0: all cores
   int n_batch = 512;   // prompt tokens processed per forward call
+  // Called with the input of every weight matrix product (n rows of w.cols values) before it runs:
+  // how `qforge imatrix` measures activations. Null (the default) costs nothing.
+  std::function<void(const Weight& w, const float* x, int64_t n)> on_matmul_input = nullptr;
 };
 
 class Session {

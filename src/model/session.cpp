@@ -89,7 +89,10 @@ struct Session::Impl {
     scores.resize(size_t(n_threads) * size_t(n_ctx));
   }
 
+  std::function<void(const Weight&, const float*, int64_t)> on_matmul_input;
+
   void mm(const Weight& w, const float* in, int64_t n, float* out) {
+    if (on_matmul_input) on_matmul_input(w, in, n);
     kernels::matmul(w.dtype, w.data, size_t(w.row_bytes()), w.rows, w.cols, in, n, out, n_threads);
   }
 
@@ -254,6 +257,7 @@ Session::Session(const Model& model, SessionOptions opt) : model_(model) {
   n_threads_ = opt.n_threads > 0 ? opt.n_threads : int(std::max(1u, std::thread::hardware_concurrency()));
   n_batch_ = std::clamp(opt.n_batch, 1, n_ctx_);
   impl_ = std::make_unique<Impl>(model, n_ctx_, n_threads_, n_batch_);
+  impl_->on_matmul_input = std::move(opt.on_matmul_input);
 }
 
 Session::~Session() = default;

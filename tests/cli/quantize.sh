@@ -104,6 +104,14 @@ expect 2 "q2_k_s needs an importance matrix.*--imatrix" -- "$Q" quantize "$M7" -
 expect 2 "has 256 values, but the tensor's rows have 64" -- "$Q" quantize "$M" --type q8_0 --imatrix "$IM/ts7-imatrix.gguf" -o "$T/bad11.gguf" --no-eval
 expect 2 "not an importance matrix" -- "$Q" quantize "$M7" --type q4_k_m --imatrix "$M7/config.json" -o "$T/bad12.gguf" --no-eval
 check "no output after bad importance matrices" test -z "$(ls "$T" | grep -E 'bad1[0-2]')"
+"$Q" imatrix "$M7" --text "$TEXT" -c 128 --chunks 4 -o "$T/own.imatrix" --json >"$T/own.json" 2>"$T/own.err"
+check "imatrix exits 0" test $? -eq 0
+check "imatrix measured every layer matrix" test "$(json_field "$T/own.json" "j['matrices'] == 56 and j['chunks'] == 4")" = True
+check "imatrix shows progress" grep -q "chunk    4/4" "$T/own.err"
+"$Q" quantize "$M7" --type q4_k_m --imatrix "$T/own.imatrix" -o "$T/own.gguf" --no-eval >/dev/null 2>&1
+check "quantize reads qforge's own imatrix" test -s "$T/own.gguf"
+expect 2 "already exists" -- "$Q" imatrix "$M7" --text "$TEXT" -o "$T/own.imatrix"
+expect 2 "longer than the model.s context" -- "$Q" imatrix "$M7" --text "$TEXT" -c 100000 -o "$T/bad13.imatrix"
 
 echo "quantize.sh: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

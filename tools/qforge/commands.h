@@ -16,6 +16,7 @@ void add_command(CLI::App& app, CLI::App* sub, Runner run);
 void register_inspect(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_perplexity(CLI::App& app);
+void register_imatrix(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_synth(CLI::App& app);
 

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   cli::register_generate(app);
   cli::register_perplexity(app);
   cli::register_quantize(app);
+  cli::register_imatrix(app);
   cli::register_synth(app);
   try {
     app.parse(argc, argv);
