@@ -91,14 +91,15 @@ void quantize_block_plain(const float* x, BlockQ3_K* out) {
 
 void quantize_block_weighted(const float* x, const float* importance, BlockQ3_K* out) {
   uint8_t q[kSuperBlock], levels[kNumSub];
-  float scales[kNumSub], sub_weight[kNumSub], w[kSub];
+  float scales[kNumSub], sub_weight[kNumSub], w[kSuperBlock];
   const float sigma2 = 2 * sum_squares(x, kSuperBlock) / kSuperBlock;
   for (int j = 0; j < kNumSub; ++j) {
-    importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w);
+    importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w + kSub * j);
     sub_weight[j] = 0;
-    for (int i = 0; i < kSub; ++i) sub_weight[j] += w[i];
-    scales[j] = fit_symmetric(kSub, 4, x + kSub * j, w, q + kSub * j);
+    for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
   }
+  for (int j = 0; j < kNumSub; j += 8)  // eight sub-blocks side by side
+    fit_symmetric_x8(kSub, 4, x + kSub * j, w + kSub * j, q + kSub * j, scales + j);
   const float d = fit_symmetric(kNumSub, 32, scales, sub_weight, levels);
   pack_scales(levels, out->scales);
   out->d = to_half(d);
