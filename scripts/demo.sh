@@ -20,3 +20,8 @@ build/qforge quantize "$MODEL" --type q8_0 -o "$OUT/model-q8_0.gguf" --force \
 echo; echo "== qforge quantize to q4_k_m (llama.cpp's favourite mix; rows that fit no block fall back, as there)"
 build/qforge quantize "$MODEL" --type q4_k_m -o "$OUT/model-q4_k_m.gguf" --force \
   --eval-text "$SHARED/text/tinystories/TinyStories-valid-1M.txt" --eval-ctx 256 --eval-chunks 40
+echo; echo "== qforge imatrix on calibration text (TinyStories train), then q4_k_m guided by it"
+build/qforge imatrix "$MODEL" --text "$SHARED/text/tinystories/TinyStories-train-2M.txt" --ctx 256 --chunks 50 \
+  -o "$OUT/imatrix.gguf" --force
+build/qforge quantize "$MODEL" --type q4_k_m --imatrix "$OUT/imatrix.gguf" -o "$OUT/model-q4_k_m-imatrix.gguf" --force \
+  --eval-text "$SHARED/text/tinystories/TinyStories-valid-1M.txt" --eval-ctx 256 --eval-chunks 40
