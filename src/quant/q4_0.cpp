@@ -46,26 +46,10 @@ void quantize_q4_0(const float* x, void* vy, int64_t n, const float* importance)
   float sum_x2 = 0;
   for (int64_t i = 0; i < n; ++i) sum_x2 += x[i] * x[i];
   const float sigma2 = sum_x2 / float(n);
-  // Eight blocks at a time through fit_symmetric_x8 (side by side in SIMD lanes, same bytes), the
-  // rest one by one.
-  float w[8 * kBlock], scales[8];
-  uint8_t q8[8 * kBlock];
-  const int64_t nb = n / kBlock;
-  int64_t b = 0;
-  for (; b + 8 <= nb; b += 8, x += 8 * kBlock, importance += 8 * kBlock) {
-    for (int j = 0; j < 8; ++j)
-      importance_weights(x + kBlock * j, importance + kBlock * j, sigma2, kBlock, w + kBlock * j);
-    fit_symmetric_x8(kBlock, 8, x, w, q8, scales);
-    for (int j = 0; j < 8; ++j) {
-      y[b + j].d = to_half(scales[j]);
-      pack_nibbles(q8 + kBlock * j, y[b + j].qs);
-    }
-  }
-  for (; b < nb; ++b, x += kBlock, importance += kBlock) {
-    importance_weights(x, importance, sigma2, kBlock, w);
-    y[b].d = to_half(fit_symmetric(kBlock, 8, x, w, q));
+  fit_symmetric_blocks(x, importance, sigma2, n / kBlock, 8, [&](int64_t b, float scale, const uint8_t* q) {
+    y[b].d = to_half(scale);
     pack_nibbles(q, y[b].qs);
-  }
+  });
 }
 
 void dequantize_q4_0(const void* vx, float* y, int64_t n) {

@@ -77,6 +77,27 @@ void fit_symmetric_x8(int n, int qhalf, const float* x, const float* w, uint8_t*
 void fit_symmetric_x8_avx2(int n, int qhalf, const float* x, const float* w, uint8_t* q,
                            float* scales);  // AVX2 CPUs only
 
+// The importance-weighted symmetric fit of a row's 32-value blocks (q4_0, q5_0 with importance):
+// weights importance * sqrt(sigma2 + x^2), then fit_symmetric per block, eight blocks at a time through
+// fit_symmetric_x8 (same bytes) and the rest one by one. emit(b, scale, q) stores block b.
+template <typename Emit>
+void fit_symmetric_blocks(const float* x, const float* importance, float sigma2, int64_t nb, int qhalf, Emit&& emit) {
+  constexpr int kBlock = 32;
+  float w[8 * kBlock], scales[8];
+  uint8_t q[8 * kBlock];
+  int64_t b = 0;
+  for (; b + 8 <= nb; b += 8) {
+    for (int j = 0; j < 8; ++j)
+      importance_weights(x + kBlock * (b + j), importance + kBlock * (b + j), sigma2, kBlock, w + kBlock * j);
+    fit_symmetric_x8(kBlock, qhalf, x + kBlock * b, w, q, scales);
+    for (int j = 0; j < 8; ++j) emit(b + j, scales[j], q + kBlock * j);
+  }
+  for (; b < nb; ++b) {
+    importance_weights(x + kBlock * b, importance + kBlock * b, sigma2, kBlock, w);
+    emit(b, fit_symmetric(kBlock, qhalf, x + kBlock * b, w, q), q);
+  }
+}
+
 // Symmetric grid refined one weight at a time: start as fit_symmetric's first guess, then up to five
 // sweeps that move single q[i] to the level that is best given all the others, with weights x[i]^2.
 // Returns the scale; q as for fit_symmetric.
