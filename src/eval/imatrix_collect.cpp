@@ -31,8 +31,10 @@ ImatrixSums collect_imatrix(const Model& model, const std::vector<int>& tokens, 
   // see the same input, so summing all three keeps the mean).
   std::map<const void*, std::string> names;
   for (const ExportTensor& t : gguf_export_tensors(model)) {
-    if (t.vector) continue;
-    if (!opt.process_output && t.name == "output.weight") continue;
+    // As llama-imatrix: the blocks' matrices, and the output matrix only when asked (a tied output
+    // shares token_embd's data and is never measured).
+    const bool block = t.name.rfind("blk.", 0) == 0, output = t.name == "output.weight";
+    if (t.vector || !(block || (output && opt.process_output))) continue;
     for (const Weight& w : t.parts) names[w.data] = t.name;
   }
   ImatrixSums r;
