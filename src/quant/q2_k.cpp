@@ -81,11 +81,7 @@ void quantize_block_weighted(const float* x, const float* importance, BlockQ2_K*
   uint8_t q[kSuperBlock], scale_q[kNumSub], offset_q[kNumSub];
   float scales[kNumSub], offsets[kNumSub], sub_weight[kNumSub], w[kSuperBlock];
   const float sigma2 = sum_squares(x, kSuperBlock) / kSuperBlock;
-  for (int j = 0; j < kNumSub; ++j) {
-    importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w + kSub * j);
-    sub_weight[j] = 0;
-    for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
-  }
+  sub_block_importance(x, importance, sigma2, kNumSub, kSub, w, sub_weight);
   for (int j = 0; j < kNumSub; j += 8)
     fit_scale_min_x8(kSub, 3, x + kSub * j, w + kSub * j, q + kSub * j, scales + j, offsets + j, {-0.9f, 0.05f, 36},
                      ErrorNorm::Squared);

@@ -93,11 +93,7 @@ void quantize_block_weighted(const float* x, const float* importance, BlockQ3_K*
   uint8_t q[kSuperBlock], levels[kNumSub];
   float scales[kNumSub], sub_weight[kNumSub], w[kSuperBlock];
   const float sigma2 = 2 * sum_squares(x, kSuperBlock) / kSuperBlock;
-  for (int j = 0; j < kNumSub; ++j) {
-    importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w + kSub * j);
-    sub_weight[j] = 0;
-    for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
-  }
+  sub_block_importance(x, importance, sigma2, kNumSub, kSub, w, sub_weight);
   for (int j = 0; j < kNumSub; j += 8)  // eight sub-blocks side by side
     fit_symmetric_x8(kSub, 4, x + kSub * j, w + kSub * j, q + kSub * j, scales + j);
   const float d = fit_symmetric(kNumSub, 32, scales, sub_weight, levels);

@@ -103,8 +103,15 @@ float fit_symmetric(int n, int qhalf, const float* x, const float* w, uint8_t* q
   return scale;
 }
 
+// Groups of 1..32 values: the AVX2 twins hold a group in 32 registers, and the scalar fallback's
+// scratch is 32 bytes.
+static void check_x8_group(const char* who, int n) {
+  if (n < 1 || n > 32) fail("quant: {}: groups of {} values (want 1..32)", who, n);
+}
+
 void fit_symmetric_x8(int n, int qhalf, const float* x, const float* w, uint8_t* q, float* scales) {
-  if (n <= 32 && use_avx2_twins()) return fit_symmetric_x8_avx2(n, qhalf, x, w, q, scales);
+  check_x8_group("fit_symmetric_x8", n);
+  if (use_avx2_twins()) return fit_symmetric_x8_avx2(n, qhalf, x, w, q, scales);
   for (int j = 0; j < 8; ++j) scales[j] = fit_symmetric(n, qhalf, x + n * j, w + n * j, q + n * j);
 }
 
@@ -316,7 +323,8 @@ int nearest_code_index(const float* codebook, int size, float v) {
 
 void fit_scale_min_x8(int n, int qmax, const float* x, const float* w, uint8_t* q, float* scales, float* offsets,
                       ScaleFan fan, ErrorNorm norm) {
-  if (n <= 32 && use_avx2_twins()) return fit_scale_min_x8_avx2(n, qmax, x, w, q, scales, offsets, fan, norm);
+  check_x8_group("fit_scale_min_x8", n);
+  if (use_avx2_twins()) return fit_scale_min_x8_avx2(n, qmax, x, w, q, scales, offsets, fan, norm);
   uint8_t scratch[32];
   for (int j = 0; j < 8; ++j)
     scales[j] = fit_scale_min(n, qmax, x + n * j, w + n * j, q + n * j, &offsets[j], scratch, fan, norm);
@@ -331,11 +339,7 @@ void fit_scale_min_superblock(const float* x, const float* importance, int qmax,
   if (importance) {
     float sub_weight[kNumSub];
     const float sigma2 = 2 * sum_squares(x, kSuperBlock) / kSuperBlock;
-    for (int j = 0; j < kNumSub; ++j) {
-      importance_weights(x + kSub * j, importance + kSub * j, sigma2, kSub, w + kSub * j);
-      sub_weight[j] = 0;
-      for (int i = 0; i < kSub; ++i) sub_weight[j] += w[kSub * j + i];
-    }
+    sub_block_importance(x, importance, sigma2, kNumSub, kSub, w, sub_weight);
     fit_scale_min_x8(kSub, qmax, x, w, q, scales, offsets, {-0.9f, 0.05f, 36}, ErrorNorm::Squared);
     *d = to_half(fit_positive_levels(kNumSub, 63, scales, sub_weight, scale_q));
     *dmin = to_half(fit_positive_levels(kNumSub, 63, offsets, sub_weight, offset_q));

@@ -62,6 +62,17 @@ inline void importance_weights(const float* x, const float* importance, float si
   for (int i = 0; i < n; ++i) w[i] = importance[i] * std::sqrt(sigma2 + x[i] * x[i]);
 }
 
+// importance_weights over n_sub consecutive sub-blocks of `sub` values (the k-quants with importance),
+// plus each sub-block's total weight in sub_weight[j] (summed from the first value to the last).
+inline void sub_block_importance(const float* x, const float* importance, float sigma2, int n_sub, int sub, float* w,
+                                 float* sub_weight) {
+  for (int j = 0; j < n_sub; ++j) {
+    importance_weights(x + sub * j, importance + sub * j, sigma2, sub, w + sub * j);
+    sub_weight[j] = 0;
+    for (int i = 0; i < sub; ++i) sub_weight[j] += w[sub * j + i];
+  }
+}
+
 // ---- scale searches ----------------------------------------------------------------------------
 
 // Symmetric signed grid: x[i] ~ scale * (q[i] - qhalf) with q[i] in [0, 2*qhalf - 1]. The value of
