@@ -12,6 +12,7 @@
 #include "qforge/gguf.h"
 #include "qforge/gguf_writer.h"
 #include "qforge/imatrix.h"
+#include "qforge/perplexity.h"
 #include "qforge/session.h"
 #include "quant/export_tensors.h"
 
@@ -23,8 +24,10 @@ ImatrixSums collect_imatrix(const Model& model, const std::vector<int>& tokens, 
   if (n_ctx < 4) fail("imatrix: --ctx must be at least 4, got {}", n_ctx);
   if (n_ctx > model.cfg.max_ctx)
     fail("imatrix: --ctx {} is longer than the model's context ({} positions)", n_ctx, model.cfg.max_ctx);
-  int n_chunks = int(std::min<size_t>(tokens.size() / size_t(n_ctx), size_t(INT32_MAX)));
-  if (opt.n_chunks > 0) n_chunks = std::min(n_chunks, opt.n_chunks);
+  PerplexityOptions chunking;  // the same cut into chunks as perplexity's
+  chunking.n_ctx = n_ctx;
+  chunking.n_chunks = opt.n_chunks;
+  const int n_chunks = perplexity_chunks(tokens.size(), chunking);
   if (n_chunks < 1) fail("imatrix: the text has {} tokens, not one chunk of {}", tokens.size(), n_ctx);
 
   // Each matrix by its data pointer -> its GGUF name (fused GPT-2 qkv: three parts, one name; they
