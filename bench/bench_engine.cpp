@@ -41,6 +41,7 @@
 #include "qforge/error.h"
 #include "qforge/model.h"
 #include "qforge/session.h"
+#include "qforge/sysinfo.h"
 
 namespace {
 
@@ -595,6 +596,7 @@ std::string pct(double x) { return fmt::format("{:.0f}%", 100 * x); }
 }  // namespace
 
 int main(int argc, char** argv) {
+  qforge::prefer_passive_openmp(argv);  // as the CLI runs: see src/core/thread_pool.h
   Options o;
   CLI::App app{"qforge-bench: engine speed and memory against this machine's bandwidth and SGEMM rate"};
   app.add_option("model", o.model, "Model (Hugging Face directory, e.g. from `qforge synth`)")->required();

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace qforge {
 
@@ -20,6 +21,12 @@ uint64_t current_rss_bytes() {
   if (std::fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
   std::fclose(f);
   return uint64_t(resident) * uint64_t(sysconf(_SC_PAGESIZE));
+}
+
+void prefer_passive_openmp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then carry on with libgomp's default
 }
 
 }  // namespace qforge

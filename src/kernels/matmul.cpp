@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "kernels/kernels.h"
 #include "kernels/weight_kernels.h"
 #include "qforge/error.h"
@@ -44,13 +45,11 @@ void matmul_f32(const float* W, int64_t rows, int64_t cols, const float* X, int6
       k.gemv_f32(W, cols, x, y, 0, rows, cols);
       continue;
     }
-#pragma omp parallel num_threads(nt)
-    {
-      const int id = omp_get_thread_num(), tn = omp_get_num_threads();
+    parallel_run(nt, [&](int id, int tn) {
       const int64_t b0 = blocks * id / tn, b1 = blocks * (id + 1) / tn;
       const int64_t r0 = b0 * 16, r1 = std::min(rows, b1 * 16);
       if (r0 < r1) k.gemv_f32(W, cols, x, y + r0, r0, r1, cols);
-    }
+    });
   }
 }
 
@@ -59,11 +58,11 @@ namespace {
 // Rows of W per parallel work item: a multiple of 16 keeps each thread on whole cache lines of y.
 constexpr int64_t kRowBlock = 16;
 
-// Splits [0, rows) in kRowBlock blocks over the threads of the enclosing parallel region.
+// Thread id's share of [0, rows) in kRowBlock blocks, of tn threads (default: of the enclosing
+// OpenMP parallel region).
 template <typename F>
-void for_my_rows(int64_t rows, F&& f) {
+void for_my_rows(int64_t rows, F&& f, int id = omp_get_thread_num(), int tn = omp_get_num_threads()) {
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
-  const int id = omp_get_thread_num(), tn = omp_get_num_threads();
   const int64_t b0 = blocks * id / tn, b1 = blocks * (id + 1) / tn;
   const int64_t r0 = b0 * kRowBlock, r1 = std::min(rows, b1 * kRowBlock);
   if (r0 < r1) f(r0, r1);
@@ -149,9 +148,66 @@ void matmul(DType dtype, const void* W_, size_t row_bytes, int64_t rows, int64_t
     }
     return;
   }
-#pragma omp parallel num_threads(nt)
-  for (int64_t t = 0; t < n; ++t)
-    for_my_rows(rows, [&](int64_t r0, int64_t r1) { k.gemv(W, row_bytes, A + size_t(t) * stride, Y + t * rows, r0, r1, cols); });
+  parallel_run(nt, [&](int id, int tn) {
+    for (int64_t t = 0; t < n; ++t)
+      for_my_rows(
+          rows, [&](int64_t r0, int64_t r1) { k.gemv(W, row_bytes, A + size_t(t) * stride, Y + t * rows, r0, r1, cols); },
+          id, tn);
+  });
+}
+
+void matmul_group(const MatmulTarget* targets, int count, int64_t cols, const float* X, int64_t n, int n_threads) {
+  constexpr int kMaxGroup = 4;
+  const WeightKernels* ks[kMaxGroup] = {};
+  bool grouped = count <= kMaxGroup && n < kMinGemmRows;
+  int64_t work = 0;
+  for (int i = 0; grouped && i < count; ++i) {
+    ks[i] = targets[i].dtype == DType::F32 ? nullptr : weight_kernels(targets[i].dtype);
+    grouped = ks[i] != nullptr;
+    work += targets[i].rows * cols * n;
+  }
+  if (!grouped || work < kMinParallelWork || n_threads <= 1) {
+    for (int i = 0; i < count; ++i) {
+      const MatmulTarget& t = targets[i];
+      matmul(t.dtype, t.W, t.row_bytes, t.rows, cols, X, n, t.Y, n_threads);
+    }
+    return;
+  }
+  // Activations once per format the kernels want (q4_K and q6_K share theirs).
+  thread_local std::vector<uint8_t> act[kMaxGroup];
+  const uint8_t* A[kMaxGroup] = {};
+  size_t stride[kMaxGroup] = {};
+  for (int i = 0; i < count; ++i) {
+    int same = 0;
+    while (same < i && ks[same]->act != ks[i]->act) ++same;
+    if (same < i) {
+      A[i] = A[same];
+      stride[i] = stride[same];
+    } else {
+      A[i] = static_cast<const uint8_t*>(prepare_activations(*ks[i], X, n, cols, stride[i], act[i], n_threads));
+    }
+  }
+  // Thread `id` takes the rows whose bytes fall in [total * id / nt, total * (id + 1) / nt) of the
+  // matrices laid end to end, cut at kRowBlock rows (so y stays on whole cache lines per thread).
+  int64_t total = 0, offset[kMaxGroup + 1] = {};
+  for (int i = 0; i < count; ++i) offset[i + 1] = total += targets[i].rows * int64_t(targets[i].row_bytes);
+  auto row_at = [&](int i, int64_t byte) {
+    const MatmulTarget& t = targets[i];
+    if (byte <= offset[i]) return int64_t(0);
+    if (byte >= offset[i + 1]) return t.rows;
+    const int64_t r = (byte - offset[i]) / int64_t(t.row_bytes);
+    return std::clamp((r + kRowBlock / 2) / kRowBlock * kRowBlock, int64_t(0), t.rows);
+  };
+  parallel_run(n_threads, [&](int id, int tn) {
+    const int64_t b0 = total * id / tn, b1 = total * (id + 1) / tn;
+    for (int64_t tok = 0; tok < n; ++tok)
+      for (int i = 0; i < count; ++i) {
+        const int64_t r0 = row_at(i, b0), r1 = row_at(i, b1);
+        const MatmulTarget& t = targets[i];
+        if (r0 < r1)
+          ks[i]->gemv(t.W, t.row_bytes, A[i] + size_t(tok) * stride[i], t.Y + tok * t.rows, r0, r1, cols);
+      }
+  });
 }
 
 void weight_row_to_f32(DType dtype, const void* row, float* y, int64_t cols) {

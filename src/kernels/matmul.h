@@ -19,6 +19,22 @@ void matmul_f32(const float* W, int64_t rows, int64_t cols, const float* X, int6
 void matmul(DType dtype, const void* W, size_t row_bytes, int64_t rows, int64_t cols, const float* X, int64_t n,
             float* Y, int n_threads);
 
+// One matrix of a matmul_group: Y[n, rows] = X[n, cols] * W^T, W stored as dtype, rows row_bytes apart.
+struct MatmulTarget {
+  DType dtype;
+  const void* W;
+  size_t row_bytes;
+  int64_t rows;
+  float* Y;
+};
+
+// Several matrices applied to the same activations X[n, cols] (Q, K and V; gate and up). For
+// generation (n < kMinGemmRows) all of them run in one parallel region, the threads splitting
+// their bytes evenly: one wait for the slowest thread instead of one per matrix, and small matrices
+// (K and V of grouped-query attention) no longer cost a region of their own. Otherwise, or when a
+// matrix has no weight kernel (F32), it is matmul() on each in turn.
+void matmul_group(const MatmulTarget* targets, int count, int64_t cols, const float* X, int64_t n, int n_threads);
+
 // One stored row of `cols` weights as F32 (embedding lookups).
 void weight_row_to_f32(DType dtype, const void* row, float* y, int64_t cols);
 

@@ -7,9 +7,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <initializer_list>
 #include <thread>
+#include <utility>
 
+#include "core/thread_pool.h"
 #include "kernels/kernels.h"
 #include "kernels/matmul.h"
 #include "model/rope.h"
@@ -95,39 +99,58 @@ struct Session::Impl {
     if (on_matmul_input) on_matmul_input(w, in, n);
     kernels::matmul(w.dtype, w.data, size_t(w.row_bytes()), w.rows, w.cols, in, n, out, n_threads);
   }
+  // Matrices that read the same input (Q, K, V; gate, up) in one go: see kernels::matmul_group.
+  void mm_group(std::initializer_list<std::pair<const Weight*, float*>> ws, const float* in, int64_t n) {
+    kernels::MatmulTarget t[4];
+    int count = 0;
+    for (const auto& [w, out] : ws) {
+      if (on_matmul_input) on_matmul_input(*w, in, n);
+      t[count++] = {w->dtype, w->data, size_t(w->row_bytes()), w->rows, out};
+    }
+    kernels::matmul_group(t, count, ws.begin()->first->cols, in, n, n_threads);
+  }
 
   // Causal attention of n new tokens (positions p0..p0+n-1) against the cache of layer il.
   void attention(int il, int p0, int64_t n) {
     if (n >= 8) return attention_batched(il, p0, n);
+    const int64_t work = n * c.n_head;
+    // A head at position p costs ~p * 40 ns here (dot, exp, axpy over head_dim = 64): spreading the
+    // heads pays for itself from a few dozen positions on. At 4096 head-positions (the old
+    // threshold) a TinyLlama token spent ~8% of its time in serial attention.
+    const int nt = work * (p0 + n) > 512 ? n_threads : 1;
+    std::atomic<int64_t> next{0};
+    parallel_run(nt, [&](int id, int) {
+      for (int64_t w0; (w0 = next.fetch_add(4, std::memory_order_relaxed)) < work;)
+        for (int64_t w = w0; w < std::min(w0 + 4, work); ++w) attend_head(il, p0, w, scores.data() + size_t(id) * n_ctx);
+    });
+  }
+
+  // Attention of one (token, head) pair of a small batch; sc: n_ctx floats of scratch.
+  void attend_head(int il, int p0, int64_t w, float* sc) {
     const int hd = c.head_dim, group = c.n_head / c.n_head_kv;
     const float scale = 1.0f / std::sqrt(float(hd));
     const float* kc = k_cache.data() + size_t(il) * n_ctx * KV;
     const float* vc = v_cache.data() + size_t(il) * n_ctx * KV;
     const auto& kt = kernels::table();
-    const int64_t work = n * c.n_head;
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 4) if (work * (p0 + n) > 4096)
-    for (int64_t w = 0; w < work; ++w) {
-      const int64_t t = w / c.n_head;
-      const int h = int(w % c.n_head);
-      const int kvh = h / group;
-      const int pos = p0 + int(t);
-      float* sc = scores.data() + size_t(omp_get_thread_num()) * n_ctx;
-      const float* qv = q.data() + t * Q + int64_t(h) * hd;
-      float mx = -INFINITY;
-      for (int j = 0; j <= pos; ++j) {
-        sc[j] = kt.dot_f32(qv, kc + int64_t(j) * KV + int64_t(kvh) * hd, hd) * scale;
-        mx = std::max(mx, sc[j]);
-      }
-      double sum = 0;
-      for (int j = 0; j <= pos; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
-      }
-      const float inv = float(1.0 / sum);
-      float* out = att.data() + t * Q + int64_t(h) * hd;
-      std::fill(out, out + hd, 0.0f);
-      for (int j = 0; j <= pos; ++j) kt.axpy_f32(sc[j] * inv, vc + int64_t(j) * KV + int64_t(kvh) * hd, out, hd);
+    const int64_t t = w / c.n_head;
+    const int h = int(w % c.n_head);
+    const int kvh = h / group;
+    const int pos = p0 + int(t);
+    const float* qv = q.data() + t * Q + int64_t(h) * hd;
+    float mx = -INFINITY;
+    for (int j = 0; j <= pos; ++j) {
+      sc[j] = kt.dot_f32(qv, kc + int64_t(j) * KV + int64_t(kvh) * hd, hd) * scale;
+      mx = std::max(mx, sc[j]);
     }
+    double sum = 0;
+    for (int j = 0; j <= pos; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    const float inv = float(1.0 / sum);
+    float* out = att.data() + t * Q + int64_t(h) * hd;
+    std::fill(out, out + hd, 0.0f);
+    for (int j = 0; j <= pos; ++j) kt.axpy_f32(sc[j] * inv, vc + int64_t(j) * KV + int64_t(kvh) * hd, out, hd);
   }
 
   // Prompt attention as two matrix products per head (S = Q K^T, O = softmax(S) V), heads spread
@@ -184,9 +207,7 @@ struct Session::Impl {
   void layer(int il, int p0, int64_t n) {
     const LayerWeights& L = m.layers[size_t(il)];
     norm(x.data(), L.attn_norm, L.attn_norm_b, xb.data(), n);
-    mm(L.wq, xb.data(), n, q.data());
-    mm(L.wk, xb.data(), n, k.data());
-    mm(L.wv, xb.data(), n, v.data());
+    mm_group({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, xb.data(), n);
     add_bias(q.data(), L.bq, n, Q);
     add_bias(k.data(), L.bk, n, KV);
     add_bias(v.data(), L.bv, n, KV);
@@ -215,8 +236,7 @@ struct Session::Impl {
       const bool tanh_approx = c.act == Activation::GeluTanh;
       for (int64_t i = 0; i < n * F; ++i) hb[size_t(i)] = tanh_approx ? gelu_tanh(hb[size_t(i)]) : gelu_erf(hb[size_t(i)]);
     } else {
-      mm(L.w_gate, xb.data(), n, hb.data());
-      mm(L.w_up, xb.data(), n, hb2.data());
+      mm_group({{&L.w_gate, hb.data()}, {&L.w_up, hb2.data()}}, xb.data(), n);
       add_bias(hb.data(), L.b_gate, n, F);
       add_bias(hb2.data(), L.b_up, n, F);
 #pragma omp parallel for num_threads(nt) schedule(static)

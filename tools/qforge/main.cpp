@@ -1,5 +1,4 @@
 // qforge: quantize transformer models and run them on the CPU. Thin CLI over libqforge.
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -7,6 +6,7 @@
 
 #include "commands.h"
 #include "qforge/error.h"
+#include "qforge/sysinfo.h"
 
 namespace qforge::cli {
 
@@ -23,14 +23,8 @@ void add_command(CLI::App& app, CLI::App* sub, Runner run) { registry().emplace_
 
 int main(int argc, char** argv) {
   using namespace qforge;
-  // OpenMP threads that spin while waiting (libgomp's default) lose badly when the cores are shared
-  // with anything else: a waiting thread burns the core its partner needs. Sleeping waits cost a few
-  // microseconds per parallel region and hold up under load. libgomp reads the policy once, before
-  // main(), so set it and restart this process; a policy the user chose is left alone.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);  // only returns on failure: then carry on with the default
-  }
+  // OpenMP threads must not spin between the prompt's regions and generation's steps (see there).
+  prefer_passive_openmp(argv);
   CLI::App app{
       "qforge: load Hugging Face transformer models, run them on the CPU and measure them.\n"
       "Run 'qforge COMMAND --help' for the options of each command."};
